@@ -1,0 +1,35 @@
+# attnpat -- two commands set up a fresh machine by themselves:
+#   make demo   virtualenv + install + the main job
+#   make test   virtualenv + install + the whole test suite
+# torch: an already-installed torch (in the venv or, with VENV_SYSTEM=1, the system) is kept as it is;
+# otherwise torch==2.13.0 is installed first, which on CPU-only machines resolves to the local CPU wheel
+# instead of pulling several GB of CUDA packages.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.attnpat-installed
+
+.PHONY: demo test install clean
+
+$(PY):
+	$(PYTHON) -m venv $(if $(VENV_SYSTEM),--system-site-packages,) $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	@$(PY) -c "import torch" 2>/dev/null && echo "keeping existing torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
+		|| $(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

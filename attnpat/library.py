@@ -1,0 +1,109 @@
+"""Finding patterns: files on disk, the standard library in `attnpat.patterns`, and `FILE:PATTERN` specs."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from importlib import resources
+
+from .compiler import nodes as N
+from .compiler.parse import parse_module
+from .errors import ParameterError, PatternError, PatternNameError
+
+__all__ = ["library_names", "library_module", "resolve_library", "read_module", "split_spec", "pick_pattern"]
+
+
+@lru_cache(maxsize=None)
+def _library_files() -> dict[str, str]:
+    root = resources.files("attnpat.patterns")
+    return {p.name[:-5]: p.read_text() for p in root.iterdir() if p.name.endswith(".attn")}
+
+
+@lru_cache(maxsize=None)
+def library_module(stem: str) -> N.Module:
+    """Parse the library file `patterns/<stem>.attn`."""
+    return parse_module(_library_files()[stem], f"patterns/{stem}.attn")
+
+
+@lru_cache(maxsize=None)
+def _library_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for stem in sorted(_library_files()):
+        for p in library_module(stem).patterns:
+            index.setdefault(p.name, stem)
+    return index
+
+
+def library_names() -> list[str]:
+    """Names of every pattern in the standard library."""
+    return sorted(_library_index())
+
+
+def resolve_library(name: str) -> tuple[N.Module, N.PatternDef] | None:
+    """Find a library pattern by name (used when a pattern calls one its file does not define)."""
+    stem = _library_index().get(name)
+    if stem is None:
+        return None
+    module = library_module(stem)
+    return module, next(p for p in module.patterns if p.name == name)
+
+
+def read_module(path: str) -> N.Module:
+    """Read and parse a `.attn` file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise PatternError(f"cannot read '{path}': {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PatternError(f"cannot read '{path}': not UTF-8 text") from None
+    return parse_module(text, path)
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """Split 'FILE_OR_NAME[:PATTERN]' (a Windows drive letter is not a separator)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and not (len(head) == 1 and head.isalpha()) and "/" not in tail and "\\" not in tail:
+        return head, tail
+    return spec, None
+
+
+def pick_pattern(module: N.Module, stem: str, pattern: str | None) -> str:
+    """Choose which pattern of a file is meant: the named one, the one named like the file, or the only one."""
+    names = [p.name for p in module.patterns]
+    if pattern is not None:
+        if pattern not in names:
+            import difflib
+            close = difflib.get_close_matches(pattern, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise PatternNameError(f"no pattern '{pattern}' in {module_name(module)}{hint}; "
+                                   f"it has: {', '.join(names) or 'none'}")
+        return pattern
+    if not names:
+        raise PatternNameError(f"{module_name(module)} defines no pattern")
+    if stem in names:
+        return stem
+    if len(names) == 1:
+        return names[0]
+    raise ParameterError(f"{module_name(module)} defines several patterns ({', '.join(names)}); "
+                         f"choose one, e.g. '{module_name(module)}:{names[0]}'")
+
+
+def module_name(module: N.Module) -> str:
+    span = module.span or next((p.span for p in module.patterns if p.span), None)
+    return span.source.name if span is not None else "<string>"
+
+
+def locate(spec: str) -> tuple[N.Module, str]:
+    """Resolve a FILE_OR_NAME to a parsed module and the file stem used to pick its default pattern."""
+    if spec.endswith(".attn") or os.sep in spec or "/" in spec or os.path.exists(spec):
+        return read_module(spec), os.path.basename(spec)[:-5] if spec.endswith(".attn") else spec
+    if spec in _library_files():
+        return library_module(spec), spec
+    stem = _library_index().get(spec)
+    if stem is not None:
+        return library_module(stem), spec
+    import difflib
+    close = difflib.get_close_matches(spec, library_names(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise PatternNameError(f"no file or library pattern named '{spec}'{hint}")

@@ -1,0 +1,217 @@
+"""The dense reference: the oracle every later stage is tested against.
+
+It evaluates a checked pattern expression directly with torch broadcasting over a [B, H, Q, K] grid --
+deliberately simple and independent of the simplifier, the block masks and the kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .compiler import nodes as N
+from .compiler.check import CheckedPattern
+from .compiler.hashing import hash32
+from .errors import ArgumentError, InputError
+
+__all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions"]
+
+
+def query_positions(q_len: int, kv_len: int, q_offset: int | None) -> int:
+    """Absolute position of query row 0: bottom-right aligned (kv_len - q_len) unless q_offset is given."""
+    return kv_len - q_len if q_offset is None else int(q_offset)
+
+
+def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
+                   inputs: dict[str, object]) -> dict[str, torch.Tensor]:
+    """Validate runtime inputs against the pattern's declarations; return int64 CPU [B', L] tensors.
+
+    An int[k] input has one value per key position (length kv_len); an int[q] input one per query row
+    (length q_len). Either may be 1-D (shared by the batch) or [batch, length].
+    """
+    declared = {d.name: d for d in checked.inputs}
+    unknown = sorted(set(inputs) - set(declared))
+    if unknown:
+        have = ", ".join(sorted(declared)) or "none"
+        raise InputError(f"pattern '{checked.name}' has no runtime input '{unknown[0]}' (its inputs: {have})")
+    out = {}
+    for name, decl in declared.items():
+        if name not in inputs or inputs[name] is None:
+            raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
+                             f"(int[{decl.axis}]: one integer per {'key' if decl.axis == 'k' else 'query'})")
+        value = inputs[name]
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except Exception:
+                raise InputError(f"runtime input '{name}' must be an integer tensor, got "
+                                 f"{type(value).__name__}") from None
+        if value.dtype.is_floating_point or value.dtype.is_complex:
+            raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {value.dtype}")
+        length = kv_len if decl.axis == "k" else q_len
+        if value.dim() == 1:
+            value = value.unsqueeze(0)
+        if value.dim() != 2 or value.shape[-1] != length or value.shape[0] not in (1, batch):
+            raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
+                             f"(int[{decl.axis}] with {'kv_len' if decl.axis == 'k' else 'q_len'} = {length}), "
+                             f"got {list(inputs[name].shape) if hasattr(inputs[name], 'shape') else value.shape}")
+        out[name] = value.to(device="cpu", dtype=torch.int64)
+    return out
+
+
+class _Grid:
+    def __init__(self, checked, q_len, kv_len, batch, heads, q_offset, inputs):
+        q0 = query_positions(q_len, kv_len, q_offset)
+        self.checked = checked
+        self.q_row = torch.arange(q_len).view(1, 1, q_len, 1)
+        self.vars = {
+            "q": (self.q_row + q0),
+            "k": torch.arange(kv_len).view(1, 1, 1, kv_len),
+            "h": torch.arange(heads).view(1, heads, 1, 1),
+            "b": torch.arange(batch).view(batch, 1, 1, 1),
+        }
+        self.kv_len = kv_len
+        self.inputs = inputs
+        self.decls = {d.name: d for d in checked.inputs}
+
+    def eval(self, e: N.Expr):
+        return getattr(self, "v_" + type(e).__name__)(e)
+
+    def v_Num(self, e):
+        return torch.tensor(e.value, dtype=torch.int64)
+
+    def v_BoolLit(self, e):
+        return torch.tensor(e.value)
+
+    def v_Name(self, e):
+        return self.vars[e.id]
+
+    def v_Unary(self, e):
+        x = self.eval(e.operand)
+        return torch.logical_not(x) if e.op == "not" else -x
+
+    def v_BinOp(self, e):
+        a, b = self.eval(e.left), self.eval(e.right)
+        if e.op == "+":
+            return a + b
+        if e.op == "-":
+            return a - b
+        if e.op == "*":
+            return a * b
+        if e.op == "//":
+            return torch.div(a, b, rounding_mode="floor")
+        return torch.remainder(a, b)
+
+    def v_BoolOp(self, e):
+        vals = [self.eval(v) for v in e.values]
+        out = vals[0]
+        for v in vals[1:]:
+            out = (out & v) if e.op == "and" else (out | v)
+        return out
+
+    def v_Compare(self, e):
+        left = self.eval(e.left)
+        result = None
+        for op, comp in zip(e.ops, e.comparators):
+            if op in ("in", "not in"):
+                r = self._member(left, comp)
+                r = ~r if op == "not in" else r
+                left = None   # a container never feeds a further link (the checker ensures it)
+            else:
+                right = self.eval(comp)
+                r = {"<": torch.lt, "<=": torch.le, ">": torch.gt, ">=": torch.ge,
+                     "==": torch.eq, "!=": torch.ne}[op](left, right)
+                left = right
+            result = r if result is None else result & r
+        return result
+
+    def _member(self, x, container):
+        if isinstance(container, N.Call) and container.func == "range":
+            start, stop, step = (a.value for a in container.args)
+            inside = (x >= start) & (x < stop) if step > 0 else (x <= start) & (x > stop)
+            return inside & (torch.remainder(x - start, step) == 0)
+        values = torch.tensor([v.value for v in container.elts], dtype=torch.int64)
+        return torch.isin(x, values)
+
+    def v_Call(self, e):
+        args = [self.eval(a) for a in e.args]
+        if e.func == "abs":
+            return torch.abs(args[0])
+        if e.func in ("min", "max"):
+            out = args[0]
+            for a in args[1:]:
+                out = torch.minimum(out, a) if e.func == "min" else torch.maximum(out, a)
+            return out
+        if e.func == "hash":
+            return hash32(*args)
+        raise AssertionError(f"unchecked call {e.func}")  # the checker admits no other call
+
+    def v_Subscript(self, e):
+        if isinstance(e.value, N.ListLit):
+            values = torch.tensor([v.value for v in e.value.elts], dtype=torch.int64)
+            idx = self.eval(e.index)
+            bad = (idx < 0) | (idx >= len(values))
+            if bool(bad.any()):
+                first = int(idx[bad].flatten()[0])
+                raise ArgumentError(f"pattern '{self.checked.name}': list index {first} is out of range "
+                                    f"(the list has {len(values)} elements); check the number of heads")
+            return values[idx]
+        name, axis = e.value.id, e.index.id
+        table = self.inputs[name]                                   # [B' , L]
+        if self.decls[name].axis == "q":
+            pos = self.q_row.flatten()
+        else:
+            pos = self.vars[axis].flatten()
+            if axis == "q" and (int(pos.min()) < 0 or int(pos.max()) >= self.kv_len):
+                raise InputError(f"'{name}[q]' reads query positions {int(pos.min())}..{int(pos.max())}, "
+                                 f"outside the {self.kv_len} values of int[k] input '{name}'")
+        vals = table[:, pos]                                        # [B', L]
+        shape = [vals.shape[0], 1, 1, 1]
+        shape[2 if axis == "q" else 3] = vals.shape[1]
+        return vals.view(shape)
+
+
+def evaluate_dense(checked: CheckedPattern, q_len: int, kv_len: int, *, batch: int = 1, heads: int = 1,
+                   q_offset: int | None = None, inputs: dict[str, object] | None = None) -> torch.Tensor:
+    """Evaluate the checked mask on every (b, h, q, k): a bool tensor [batch, heads, q_len, kv_len]."""
+    for name, v in (("q_len", q_len), ("kv_len", kv_len), ("batch", batch), ("heads", heads)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
+            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, got {v!r}")
+    tensors = prepare_inputs(checked, q_len, kv_len, batch, dict(inputs or {}))
+    grid = _Grid(checked, q_len, kv_len, batch, heads, q_offset, tensors)
+    out = grid.eval(checked.expr)
+    if out.dtype != torch.bool:
+        raise AssertionError("checked masks are boolean")
+    return out.expand(batch, heads, q_len, kv_len).contiguous()
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern, *,
+                        scale: float | None = None, q_offset: int | None = None, return_lse: bool = False,
+                        **inputs):
+    """Softmax attention restricted to `pattern`, computed in float64 from the dense mask.
+
+    Args:
+        q: [B, Hq, N, D]; k, v: [B, Hkv, M, D] with Hq a multiple of Hkv (GQA / MQA).
+        pattern: a Pattern (or anything with `.dense_mask`).
+        scale: softmax scale, default 1/sqrt(D).
+        return_lse: also return the natural-log log-sum-exp per query [B, Hq, N] (-inf for empty rows).
+    Returns:
+        float64 output [B, Hq, N, Dv]; a query with no allowed key gets 0.
+    """
+    from .runtime.checks import check_qkv
+    B, Hq, Nq, D, Hkv, M = check_qkv(q, k, v, require_same_dtype=False)
+    mask = pattern.dense_mask(Nq, M, batch=B, heads=Hq, q_offset=q_offset, **inputs).to(q.device)
+    group = Hq // Hkv
+    qd, kd, vd = q.double(), k.double(), v.double()
+    if group > 1:
+        kd = kd.repeat_interleave(group, dim=1)
+        vd = vd.repeat_interleave(group, dim=1)
+    s = (1.0 / math.sqrt(D)) if scale is None else float(scale)
+    scores = torch.matmul(qd, kd.transpose(-1, -2)) * s
+    scores = scores.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - lse.unsqueeze(-1).masked_fill(torch.isinf(lse).unsqueeze(-1), 0.0))
+    probs = probs.masked_fill(~mask, 0.0)
+    out = torch.matmul(probs, vd)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,342 @@
+"""Stage 1 -- parse: pattern text -> :class:`~attnpat.compiler.nodes.Module` (an AST with source spans).
+
+The grammar lives in ``grammar.lark``; lark's LALR parser with an indentation post-lexer turns text into a
+parse tree and a Transformer turns that into frozen AST nodes. Every lark error is translated into a
+:class:`~attnpat.errors.PatternSyntaxError` that points at the offending text.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
+)
+from lark.indenter import Indenter
+
+from ..errors import PatternError, PatternSyntaxError, Source, Span
+from . import nodes as N
+
+__all__ = ["parse_module", "parse_expr"]
+
+_BRACKETS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+
+
+class _Indenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types = list(_BRACKETS)
+    CLOSE_PAREN_types = list(_BRACKETS.values())
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+
+    def handle_NL(self, token):
+        if self.paren_level > 0:
+            return
+        yield token
+        indent_str = token.rsplit("\n", 1)[1]
+        indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
+        if indent > self.indent_level[-1]:
+            self.indent_level.append(indent)
+            yield Token.new_borrow_pos(self.INDENT_type, indent_str, token)
+        else:
+            while indent < self.indent_level[-1]:
+                self.indent_level.pop()
+                yield Token.new_borrow_pos(self.DEDENT_type, indent_str, token)
+            if indent != self.indent_level[-1]:
+                # lark raises a position-less DedentError here; we know where it happened.
+                raise _BadDedent(token.end_line or token.line, len(indent_str) + 1)
+
+
+class _BadDedent(Exception):
+    def __init__(self, line: int, column: int):
+        self.line, self.column = line, column
+
+
+@lru_cache(maxsize=None)
+def _parser() -> Lark:
+    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", postlex=_Indenter(), propagate_positions=True,
+                maybe_placeholders=True)
+
+
+_READABLE = {
+    "NAME": "a name", "INT": "a number", "_NL": "end of line", "_INDENT": "an indented block",
+    "_DEDENT": "end of the indented block", "$END": "end of file", "TYPE": "a type (int, bool, set, list)",
+    "AXIS": "'q' or 'k'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '//' or '%'",
+}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _READABLE:
+        return _READABLE[name]
+    try:
+        pattern = _parser().get_terminal(name).pattern
+    except KeyError:
+        return name.lower()
+    return f"'{pattern.value}'" if pattern.type == "str" else name.lower()
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "_INDENT":
+        return "unexpected indentation"
+    if token.type == "_DEDENT":
+        return "end of the indented block"
+    return f"'{token.value}'"
+
+
+def _span_at(source: Source, line: int, column: int, width: int = 1) -> Span:
+    return Span(source, line, column, line, column + max(width, 1))
+
+
+def _end_span(source: Source) -> Span:
+    lines = source.text.rstrip("\n").splitlines() or [""]
+    return _span_at(source, len(lines), len(lines[-1]) + 1)
+
+
+def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
+    if isinstance(exc, UnexpectedCharacters):
+        ch = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
+        what = "tab or space" if ch in " \t" else repr(ch)
+        return PatternSyntaxError(f"unexpected character {what}", _span_at(source, exc.line, exc.column))
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        expected = sorted({_describe_terminal(t) for t in exc.expected if not t.startswith("__")})
+        hint = ""
+        if tok.type == "_INDENT":
+            msg = "unexpected indentation"
+        elif tok.type == "$END":
+            msg = "unexpected end of file"
+        else:
+            msg = f"unexpected {_token_text(tok)}"
+        if expected and len(expected) <= 8:
+            hint = f", expected {_join_or(expected)}"
+        if tok.type == "$END" or tok.line is None or tok.line < 1:
+            span = _end_span(source)
+        elif tok.type == "_NL":
+            # Point just past the end of the line that was cut short.
+            text = source.line(tok.line)
+            span = _span_at(source, tok.line, len(text.split("#")[0].rstrip()) + 1)
+        elif tok.type in ("_INDENT", "_DEDENT"):
+            line = (tok.end_line or tok.line)
+            span = _span_at(source, line, 1, len(source.line(line)) - len(source.line(line).lstrip()) or 1)
+        else:
+            span = _span_at(source, tok.line, tok.column, len(str(tok.value)))
+        return PatternSyntaxError(msg + hint, span)
+    if isinstance(exc, UnexpectedEOF):
+        return PatternSyntaxError("unexpected end of file", _end_span(source))
+    return PatternSyntaxError("invalid syntax", _end_span(source))
+
+
+def _join_or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+class _ToAST(Transformer):
+    """Parse tree -> AST nodes, each carrying its span."""
+
+    def __init__(self, source: Source):
+        super().__init__()
+        self.source = source
+
+    def _span(self, meta) -> Span | None:
+        if getattr(meta, "empty", True):
+            return None
+        return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok_span(self, tok: Token) -> Span:
+        return Span(self.source, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    @v_args(meta=True)
+    def start(self, meta, children):
+        return N.Module(tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def pattern(self, meta, children):
+        name, params, *body = children
+        header = Span(self.source, meta.line, meta.column, name.end_line, name.end_column)
+        return N.PatternDef(str(name), tuple(params or ()), tuple(body), header)
+
+    def params(self, children):
+        return [c for c in children if c is not None]
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        name, type_, default = children
+        return N.Param(str(name), str(type_), default, self._span(meta))
+
+    @v_args(meta=True)
+    def require(self, meta, children):
+        return N.Require(children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def input_decl(self, meta, children):
+        name, type_, axis = children
+        if str(type_) != "int":
+            raise PatternSyntaxError(
+                f"runtime inputs are integer tensors: write 'int[{axis}]', not '{type_}[{axis}]'",
+                self._tok_span(type_))
+        return N.InputDecl(str(name), str(axis), self._span(meta))
+
+    @v_args(meta=True)
+    def mask(self, meta, children):
+        return N.Mask(children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def let(self, meta, children):
+        name, value = children
+        return N.Let(str(name), value, self._span(meta))
+
+    @v_args(meta=True)
+    def or_expr(self, meta, children):
+        return N.BoolOp("or", tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def and_expr(self, meta, children):
+        return N.BoolOp("and", tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def not_(self, meta, children):
+        return N.Unary("not", children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def comparison(self, meta, children):
+        left, rest = children[0], children[1:]
+        ops = tuple(rest[0::2])
+        return N.Compare(left, ops, tuple(rest[1::2]), self._span(meta))
+
+    def comp_op(self, children):
+        return " ".join(str(c) for c in children)
+
+    @v_args(meta=True)
+    def arith(self, meta, children):
+        return self._fold(meta, children)
+
+    @v_args(meta=True)
+    def term(self, meta, children):
+        return self._fold(meta, children)
+
+    def _fold(self, meta, children):
+        # Left-associative: a - b + c == (a - b) + c. Each partial result spans from `a` to its right operand.
+        node = children[0]
+        for op, right in zip(children[1::2], children[2::2]):
+            span = None
+            if node.span is not None and right.span is not None:
+                span = Span(self.source, node.span.line, node.span.column, right.span.end_line,
+                            right.span.end_column)
+            node = N.BinOp(str(op), node, right, span)
+        return node
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return N.Unary("-", children[0], self._span(meta))
+
+    def pos(self, children):
+        return children[0]
+
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        return N.Subscript(children[0], children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def num(self, meta, children):
+        return N.Num(int(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def true(self, meta, children):
+        return N.BoolLit(True, self._span(meta))
+
+    @v_args(meta=True)
+    def false(self, meta, children):
+        return N.BoolLit(False, self._span(meta))
+
+    @v_args(meta=True)
+    def name(self, meta, children):
+        return N.Name(str(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        func, args = children
+        positional, keywords = [], []
+        for a in args or ():
+            if isinstance(a, tuple):
+                keywords.append(a)
+            elif keywords:
+                raise PatternSyntaxError("positional argument follows keyword argument", a.span)
+            else:
+                positional.append(a)
+        return N.Call(str(func), tuple(positional), tuple(keywords), self._span(meta))
+
+    def arguments(self, children):
+        return [c for c in children if c is not None]
+
+    def kwarg(self, children):
+        return (str(children[0]), children[1])
+
+    @v_args(meta=True)
+    def set_lit(self, meta, children):
+        return N.SetLit(tuple(children[0] or ()), self._span(meta))
+
+    @v_args(meta=True)
+    def list_lit(self, meta, children):
+        return N.ListLit(tuple(children[0] or ()), self._span(meta))
+
+    def exprlist(self, children):
+        return [c for c in children if c is not None]
+
+
+def _tree(text: str, source: Source, start: str = "start"):
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        return _parser().parse(text, start=start)
+    except _BadDedent as exc:
+        raise PatternSyntaxError("indentation does not match any outer block",
+                                 _span_at(source, exc.line, 1, exc.column - 1)) from None
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, source) from None
+    except LarkError as exc:  # anything else lark may raise is still the user's syntax
+        raise PatternSyntaxError(f"invalid syntax ({type(exc).__name__})", _end_span(source)) from None
+    except RecursionError:
+        raise PatternSyntaxError("expression nested too deeply", _end_span(source)) from None
+
+
+def _transform(tree, source: Source):
+    try:
+        return _ToAST(source).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, PatternError):
+            raise exc.orig_exc from None
+        raise
+
+
+def parse_module(text: str, name: str = "<string>") -> N.Module:
+    """Parse the text of a `.attn` file into a Module.
+
+    Args:
+        text: the file's contents.
+        name: the name errors are reported under (usually the file's path).
+    """
+    source = Source(name, text)
+    return _transform(_tree(text, source), source)
+
+
+def parse_expr(text: str, name: str = "<expr>") -> N.Expr:
+    """Parse a single expression (used for `--set name=value` on the command line)."""
+    wrapped = f"pattern _p():\n    mask {text.strip()}\n"
+    source = Source(name, text)
+    if "\n" in text.strip():
+        raise PatternSyntaxError("expected a single-line expression", _end_span(source))
+    try:
+        module = _transform(_tree(wrapped, Source(name, wrapped)), Source(name, wrapped))
+    except PatternSyntaxError as exc:
+        # Re-point the error at the user's text instead of the wrapper.
+        col = exc.span.column - 10 if exc.span is not None and exc.span.line == 2 else 1
+        raise PatternSyntaxError(exc.message, _span_at(source, 1, max(col, 1))) from None
+    return module.patterns[0].body[0].expr
