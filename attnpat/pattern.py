@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .compiler import nodes as N
+from .errors import ArgumentError
 from .compiler.check import CheckedPattern, check_pattern
 from .compiler.parse import parse_module
 from .compiler.unparse import unparse
@@ -26,6 +29,7 @@ class Pattern:
         self.definition = next(p for p in module.patterns if p.name == name)
         self.checked: CheckedPattern = check_pattern(module, name, params, resolve_library)
         self._overrides = dict(params or {})
+        self._canonical = None
 
     @property
     def name(self) -> str:
@@ -60,6 +64,76 @@ class Pattern:
         from .reference import evaluate_dense
         return evaluate_dense(self.checked, q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset,
                               inputs=inputs)
+
+    @property
+    def canonical(self):
+        """The canonical form (stage 3): simplified IR, canonical text and the stable key."""
+        if self._canonical is None:
+            from .compiler.simplify import simplify
+            self._canonical = simplify(self.checked)
+        return self._canonical
+
+    @property
+    def key(self) -> str:
+        """A hex digest shared by every equivalent spelling of this pattern."""
+        return self.canonical.key
+
+    def block_mask(self, q_len: int, kv_len: int, *, block_q: int = 128, block_k: int = 64, heads: int = 1,
+                   batch: int = 1, q_offset: int | None = None, **inputs):
+        """The tiles (EMPTY / PARTIAL / FULL) of this pattern at one shape, computed in closed form.
+
+        Args:
+            q_len, kv_len: sequence lengths; query row i sits at i + (kv_len - q_len) unless q_offset is given.
+            block_q, block_k: tile sizes.
+            heads, batch: the mask is specialised per head when the pattern reads `h`, and per batch when it
+                reads `b` or its runtime inputs are given per batch ([B, L]); equal masks are stored once.
+            **inputs: the runtime inputs (e.g. doc=tensor of ids).
+        Returns:
+            a :class:`~attnpat.compiler.lower.BlockMask`.
+        """
+        from .compiler.lower import lower
+        from .reference import prepare_inputs, query_positions
+        self.canonical  # raise EmptyPatternError early
+        for name, v in (("q_len", q_len), ("kv_len", kv_len), ("heads", heads), ("batch", batch)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
+                raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, "
+                                    f"got {v!r}")
+        tensors = prepare_inputs(self.checked, q_len, kv_len, batch, inputs)
+        axes = self.inputs
+        per_batch = [
+            {n: (axes[n], t[min(b, t.shape[0] - 1)].numpy()) for n, t in tensors.items()}
+            for b in range(batch)
+        ] if tensors else [{}]
+        batch_varies = any(t.shape[0] > 1 for t in tensors.values())
+        variants, assignment = self._variants(heads, batch)
+        if batch_varies:
+            assignment[:, :, 1] = np.arange(batch)[:, None]
+        return lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k,
+                     q_start=query_positions(q_len, kv_len, q_offset), inputs_per_batch=per_batch)
+
+    def _variants(self, heads: int, batch: int):
+        """Distinct IRs over (b, h) after substituting the variables the pattern reads."""
+        from .compiler.simplify import normalize, specialize, to_ir, uses
+        expr = self.checked.expr
+        use_h, use_b = uses(expr, "h"), uses(expr, "b")
+        variants: list = []
+        index: dict = {}
+        assignment = np.zeros((batch, heads, 2), np.int64)
+        for b in range(batch):
+            for h in range(heads):
+                env = {}
+                if use_h:
+                    env["h"] = h
+                if use_b:
+                    env["b"] = b
+                key = tuple(sorted(env.items()))
+                if key not in index:
+                    ir = self.canonical.ir if not env else normalize(to_ir(specialize(expr, env)))
+                    if ir not in variants:
+                        variants.append(ir)
+                    index[key] = variants.index(ir)
+                assignment[b, h, 0] = index[key]
+        return variants, assignment
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={_show(v)}" for k, v in self.checked.params)
