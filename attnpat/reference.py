@@ -44,6 +44,8 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
         if not isinstance(value, torch.Tensor):
             try:
                 value = torch.as_tensor(value)
+                if value.numel() == 0:   # an empty Python list is an empty integer input, not float
+                    value = value.to(torch.int64)
             except Exception:
                 raise InputError(f"runtime input '{name}' must be an integer tensor, got "
                                  f"{type(value).__name__}") from None
@@ -163,7 +165,7 @@ class _Grid:
             pos = self.q_row.flatten()
         else:
             pos = self.vars[axis].flatten()
-            if axis == "q" and (int(pos.min()) < 0 or int(pos.max()) >= self.kv_len):
+            if axis == "q" and pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= self.kv_len):
                 raise InputError(f"'{name}[q]' reads query positions {int(pos.min())}..{int(pos.max())}, "
                                  f"outside the {self.kv_len} values of int[k] input '{name}'")
         vals = table[:, pos]                                        # [B', L]

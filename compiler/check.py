@@ -28,6 +28,7 @@ BUILTINS = ("abs", "min", "max", "len", "range", "hash")
 CONSTANTS = ("causal",)
 MAX_CALL_DEPTH = 32
 MAX_COLLECTION = 1 << 16  # elements in one set/list/range constant; keeps a typo from eating memory
+MAX_INT = (1 << 63) - 1   # constants in a checked mask must fit in int64 (the dense reference, the kernels)
 
 Value = Union[int, bool, frozenset, tuple, range]
 
@@ -145,6 +146,8 @@ def python_value(value: object, type_: str, where: str) -> Value:
     if type_ in ("set", "list"):
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise bad(f"a {type_} of integers")
+        if hasattr(value, "__len__") and _length(value) > MAX_COLLECTION:   # before iterating range(10**12)
+            raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
         items = [as_int(x) for x in value]
         if len(items) > MAX_COLLECTION:
             raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
@@ -189,27 +192,28 @@ class _Checker:
         self.stack.append(pattern.name)
         try:
             scope = _Scope(module, pattern, self.bind_params(pattern, overrides, call_span), {}, {})
-            mask: _Typed | None = None
-            requires: list[N.Require] = []
+            # Requirements are judged before the mask, so a bad value reports the failed `require`
+            # rather than what it breaks further down (a division by zero, say). A definition that fails
+            # is kept as its error and raised only where it is used.
+            masks = [s for s in pattern.body if isinstance(s, N.Mask)]
+            if len(masks) > 1:
+                raise PatternNameError(f"pattern '{pattern.name}' has more than one 'mask'", masks[1].span)
+            if not masks:
+                raise PatternNameError(f"pattern '{pattern.name}' has no 'mask' statement", pattern.span)
             for stmt in pattern.body:
                 if isinstance(stmt, N.Require):
-                    requires.append(stmt)
+                    self.require(stmt, scope)
                 elif isinstance(stmt, N.InputDecl):
                     self.declare_input(stmt, scope)
                 elif isinstance(stmt, N.Let):
                     self.declare_name(stmt.name, stmt.span, scope)
-                    scope.lets[stmt.name] = self.expr(stmt.value, scope)
-                elif isinstance(stmt, N.Mask):
-                    if mask is not None:
-                        raise PatternNameError(f"pattern '{pattern.name}' has more than one 'mask'", stmt.span)
-                    mask = self.expr(stmt.expr, scope)
-                    if mask.type != "bool":
-                        raise PatternTypeError(f"a mask must be a condition (bool), not {mask.type}",
-                                               stmt.expr.span)
-            for req in requires:
-                self.require(req, scope)
-            if mask is None:
-                raise PatternNameError(f"pattern '{pattern.name}' has no 'mask' statement", pattern.span)
+                    try:
+                        scope.lets[stmt.name] = self.expr(stmt.value, scope)
+                    except PatternError as exc:
+                        scope.lets[stmt.name] = exc
+            mask = self.expr(masks[0].expr, scope)
+            if mask.type != "bool":
+                raise PatternTypeError(f"a mask must be a condition (bool), not {mask.type}", masks[0].expr.span)
             self.params_out = scope.params
             return mask
         finally:
@@ -238,6 +242,9 @@ class _Checker:
                 if got != p.type and not (p.type == "set" and got in ("list", "range")):
                     raise ParameterError(f"{where} is {p.type}, got {got} {_describe(value)}",
                                          span or call_span)
+                if p.type == "set" and _length(value) > MAX_COLLECTION:
+                    raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported",
+                                         span or call_span)
                 bound[p.name] = frozenset(value) if p.type == "set" else value
                 continue
             if p.default is None:
@@ -250,6 +257,8 @@ class _Checker:
             if not ok:
                 raise PatternTypeError(f"the default of '{p.name}' is {typed.type}, but it is declared {p.type}",
                                        p.default.span)
+            if p.type == "set" and _length(typed.value) > MAX_COLLECTION:
+                raise PatternTypeError(f"a set may hold at most {MAX_COLLECTION} elements", p.default.span)
             bound[p.name] = frozenset(typed.value) if p.type == "set" else typed.value
         return bound
 
@@ -300,7 +309,10 @@ class _Checker:
         if e.id == "causal":
             return _Typed(N.Compare(N.Name("k", e.span), ("<=",), (N.Name("q", e.span),), e.span), "bool")
         if e.id in scope.lets:
-            return scope.lets[e.id]
+            value = scope.lets[e.id]
+            if isinstance(value, PatternError):
+                raise value
+            return value
         if e.id in scope.params:
             value = scope.params[e.id]
             return _Typed(literal(value, e.span), _type_of_value(value), value)
@@ -510,7 +522,8 @@ class _Checker:
         t = self.expr(e.args[0], scope)
         if t.type not in ("set", "list", "range"):
             raise PatternTypeError(f"len() takes a set, list or range, not {t.type}", e.args[0].span)
-        return _Typed(literal(len(t.value), e.span), "int", len(t.value))
+        n = _length(t.value)
+        return _Typed(literal(n, e.span), "int", n)
 
     def b_range(self, e: N.Call, scope) -> _Typed:
         self._args(e, 1, 3)
@@ -562,6 +575,34 @@ def _compare(op: str, a, b) -> bool:
     return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[op]
 
 
+def _length(value) -> int:
+    """len() of a set, list or range -- also of a range longer than sys.maxsize (len() overflows there)."""
+    try:
+        return len(value)
+    except OverflowError:
+        r = value
+        return max(0, (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
+
+
+def _check_int_range(e: N.Expr) -> None:
+    """Every constant left in a checked mask must fit in int64, as every evaluator computes in int64."""
+    for node in _walk(e):
+        if isinstance(node, N.Num) and not -MAX_INT - 1 <= node.value <= MAX_INT:
+            raise PatternTypeError(f"the constant {node.value} is too large: constants in a mask must lie "
+                                   f"between -2**63 and 2**63 - 1", node.span)
+
+
+def _walk(e):
+    yield e
+    if isinstance(e, tuple):
+        for x in e:
+            yield from _walk(x)
+    elif hasattr(e, "__dataclass_fields__"):
+        for f in e.__dataclass_fields__:
+            if f != "span":
+                yield from _walk(getattr(e, f))
+
+
 def _join_spans(a: Span | None, b: Span | None) -> Span | None:
     if a is None or b is None:
         return a or b
@@ -611,6 +652,7 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
         overrides[key] = (value, None)
     try:
         mask = checker.check(module, pattern, overrides, None)
+        _check_int_range(mask.expr)
     except RecursionError:
         raise PatternTypeError("expression nested too deeply", pattern.span) from None
     bound = tuple((p.name, checker.params_out[p.name]) for p in pattern.params)
