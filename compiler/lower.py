@@ -20,6 +20,7 @@ Work and memory grow with the number of candidate tiles, not with q_len * kv_len
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -506,7 +507,8 @@ class _Interval:
                 return np.maximum.reduce([a for a, _ in args]), np.maximum.reduce([b for _, b in args])
             if e.func == "hash":
                 single = np.logical_and.reduce([a == b for a, b in args])
-                h = hash32(*[a for a, _ in args])
+                with np.errstate(over="ignore"):
+                    h = hash32(*[a for a, _ in args])
                 h = np.broadcast_to(np.asarray(h, np.int64), single.shape)
                 return np.where(single, h, 0), np.where(single, h, 0xFFFFFFFF)
         if isinstance(e, N.Subscript):
@@ -587,7 +589,7 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
         return evaluate_points(e.expr, q, k, inputs, q_start)
     if isinstance(e, (And, Or)):
         parts = [evaluate_points(a, q, k, inputs, q_start) for a in e.args]
-        return np.logical_and.reduce(parts) if isinstance(e, And) else np.logical_or.reduce(parts)
+        return functools.reduce(np.logical_and if isinstance(e, And) else np.logical_or, parts)
     if isinstance(e, N.Num):
         return np.int64(e.value)
     if isinstance(e, N.BoolLit):
@@ -603,7 +605,7 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
         return {"+": np.add, "-": np.subtract, "*": np.multiply, "//": np.floor_divide, "%": np.mod}[e.op](a, b)
     if isinstance(e, N.BoolOp):
         parts = [evaluate_points(v, q, k, inputs, q_start) for v in e.values]
-        return np.logical_and.reduce(parts) if e.op == "and" else np.logical_or.reduce(parts)
+        return functools.reduce(np.logical_and if e.op == "and" else np.logical_or, parts)
     if isinstance(e, N.Compare):
         out, left = None, evaluate_points(e.left, q, k, inputs, q_start)
         for op, right in zip(e.ops, e.comparators):
@@ -630,7 +632,8 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
         if e.func == "max":
             return np.maximum.reduce(np.broadcast_arrays(*args))
         if e.func == "hash":
-            return hash32(*[np.asarray(a, np.int64) for a in args])
+            with np.errstate(over="ignore"):   # 64-bit wrap-around is part of the definition
+                return hash32(*[np.asarray(a, np.int64) for a in args])
     if isinstance(e, N.Subscript):
         if isinstance(e.value, N.ListLit):
             vals = np.array([x.value for x in e.value.elts], np.int64)

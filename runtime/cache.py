@@ -1,0 +1,140 @@
+"""Stage 6 -- cache: generated kernel modules, in memory and on disk.
+
+An entry is one generated Python module, named by a sha256 over everything that changes what runs: the
+canonical pattern key, the code-changing options, the attnpat and Triton versions and the target. Writes
+go to a temporary file in the same directory and are renamed into place, so readers see a whole file or
+none; every file ends with a checksum line, and a file that fails it (truncated, edited, half-written by
+a crashed process) is a miss and is written again. Equivalent spellings of a pattern share one key and so
+one entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["cache_dir", "entry_key", "get_module", "clear_memory", "CHECK_PREFIX"]
+
+CHECK_PREFIX = "# attnpat-checksum: "
+_MEMORY: dict[tuple[str, bool], object] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """The on-disk cache: $ATTNPAT_CACHE_DIR, else $XDG_CACHE_HOME/attnpat, else ~/.cache/attnpat."""
+    env = os.environ.get("ATTNPAT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnpat"
+
+
+def entry_key(pattern_key: str, options: dict, target: str) -> str:
+    """sha256 over the pattern key, code-changing options, versions and target."""
+    from .. import __version__
+    from .backend import import_triton
+    triton = import_triton()
+    blob = json.dumps({"pattern": pattern_key, "options": options, "attnpat": __version__,
+                       "generator": _generator_digest(), "triton": triton.__version__, "target": target},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _generator_digest() -> str:
+    """A digest of the code generator's own files, so a changed generator never reuses old entries."""
+    from importlib import resources
+    h = hashlib.sha256()
+    for name in ("codegen.py", "kernel_template.py.txt", "codegen_bwd.py", "kernel_bwd_template.py.txt"):
+        path = resources.files("attnpat.compiler").joinpath(name)
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _checksum(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _read_valid(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    body, sep, last = text.rpartition("\n" + CHECK_PREFIX)
+    if not sep or last.strip() != _checksum(body + "\n"):
+        return None
+    return text
+
+
+def _write_atomic(path: Path, body: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = body + CHECK_PREFIX + _checksum(body) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)   # atomic: concurrent writers leave one whole file
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def get_module(key: str, make_source: Callable[[], str], *, interpret: bool):
+    """Return the imported kernel module for `key`, generating and storing it on a miss.
+
+    Args:
+        key: the entry key (see entry_key).
+        make_source: produces the module source on a miss.
+        interpret: whether this process runs Triton's interpreter (kept apart in memory).
+    Returns:
+        (module, how) where how is 'memory', 'disk' or 'generated'.
+    """
+    with _LOCK:
+        hit = _MEMORY.get((key, interpret))
+        if hit is not None:
+            return hit, "memory"
+        path = cache_dir() / f"k_{key[:40]}.py"
+        how = "disk"
+        if _read_valid(path) is None:
+            body = make_source()
+            if not body.endswith("\n"):
+                body += "\n"
+            _write_atomic(path, body)
+            how = "generated"
+            if _read_valid(path) is None:   # another process replaced it between our write and read
+                raise OSError(f"attnpat cache entry {path} keeps changing; is the cache directory shared "
+                              f"with a different attnpat version?")
+        module = _import(path, key, interpret)
+        _MEMORY[(key, interpret)] = module
+        return module, how
+
+
+def _import(path: Path, key: str, interpret: bool):
+    from .backend import import_triton
+    import_triton()   # the interpreter-or-compiler choice must precede the module's own `import triton`
+    name = f"attnpat_kernel_{key[:16]}_{'interp' if interpret else 'jit'}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def clear_memory() -> None:
+    """Forget the in-memory entries (tests use it to force disk reads)."""
+    with _LOCK:
+        _MEMORY.clear()

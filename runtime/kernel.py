@@ -1,0 +1,216 @@
+"""Stage 7 -- launch: compiled attention kernels callable from PyTorch.
+
+``attnpat.compile(pattern)`` returns a :class:`Kernel`; calling it on [B, H, N, D] tensors runs the
+pattern's generated Triton kernel -- compiled on CUDA tensors, under Triton's interpreter on CPU tensors
+(a testing aid, announced once with a warning).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..compiler.codegen import KernelPlan, generate, plan
+from ..errors import ArgumentError
+from ..reference import prepare_inputs, query_positions
+from . import cache
+from .backend import interpreting
+from .checks import check_qkv
+
+__all__ = ["Kernel", "compile", "attention", "KernelConfig", "default_config"]
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_warned_interpreter = False
+
+
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """Launch parameters of the forward kernel (chosen so every library kernel compiles without spills
+    and with tensor-core MMA on sm_80 and sm_90a; see tests/test_aot.py)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
+    """The forward launch configuration for a head dimension and dtype."""
+    if dtype == torch.float32:
+        return KernelConfig(64, 32, 4, 2) if head_dim <= 128 else KernelConfig(32, 32, 4, 1)
+    if head_dim <= 64:
+        return KernelConfig(128, 64, 4, 3)
+    if head_dim <= 128:
+        return KernelConfig(128, 64, 8, 2)
+    return KernelConfig(64, 32, 4, 1)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+class Kernel:
+    """A pattern's attention kernel.
+
+    Call it as ``kernel(q, k, v, *, scale=None, return_lse=False, q_offset=None, **inputs)`` with q
+    [B, Hq, N, D] and k, v [B, Hkv, M, D] (Hq a multiple of Hkv: GQA / MQA) in fp16, bf16 or fp32, all on one
+    device. Returns the output [B, Hq, N, D] in q's dtype, and with ``return_lse`` also the natural-log
+    log-sum-exp [B, Hq, N] in fp32 (-inf for a query with no allowed key, whose output is 0).
+    """
+
+    def __init__(self, pattern, *, block_m: int | None = None, block_n: int | None = None,
+                 num_warps: int | None = None, num_stages: int | None = None):
+        self.pattern = pattern
+        self.canonical = pattern.canonical
+        self.plan: KernelPlan = plan(self.canonical)
+        self._override = {"block_m": block_m, "block_n": block_n, "num_warps": num_warps,
+                          "num_stages": num_stages}
+        for name, v in self._override.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ArgumentError(f"'{name}' must be a positive int, got {v!r}")
+        for name in ("block_m", "block_n"):
+            v = self._override[name]
+            if v is not None and (v < 16 or v & (v - 1)):
+                raise ArgumentError(f"'{name}' must be a power of two >= 16, got {v}")
+        self._static_masks: dict = {}
+
+    @property
+    def key(self) -> str:
+        """The canonical pattern key (shared by equivalent spellings)."""
+        return self.canonical.key
+
+    def source(self) -> str:
+        """The generated Triton module."""
+        return generate(self.canonical, self.plan)
+
+    def config(self, head_dim: int, dtype: torch.dtype) -> KernelConfig:
+        """The launch configuration used for this head dimension and dtype."""
+        base = default_config(head_dim, dtype)
+        o = self._override
+        return KernelConfig(o["block_m"] or base.block_m, o["block_n"] or base.block_n,
+                            o["num_warps"] or base.num_warps, o["num_stages"] or base.num_stages)
+
+    def module(self, device: torch.device):
+        """The imported kernel module for a device (interpreter on CPU)."""
+        interpret = interpreting()
+        if interpret:
+            target = "interpreter"
+        else:
+            major, minor = torch.cuda.get_device_capability(device)
+            target = f"cuda:sm_{major}{minor}"
+        key = cache.entry_key(self.key, {"plan": self.plan.mode, "kernel": "fwd"}, target)
+        module, _ = cache.get_module(key, self.source, interpret=interpret)
+        return module
+
+    def _tables(self, q_len, kv_len, cfg, heads, batch, q_offset, inputs, device):
+        if self.plan.mode == "band":
+            dummy = torch.zeros(2, dtype=torch.int32, device=device)
+            return dummy, dummy, dummy, dummy, dummy, 1
+        cache_key = (q_len, kv_len, cfg.block_m, cfg.block_n, heads, batch, q_offset, str(device))
+        if not inputs and cache_key in self._static_masks:
+            return self._static_masks[cache_key]
+        bm = self.pattern.block_mask(q_len, kv_len, block_q=cfg.block_m, block_k=cfg.block_n, heads=heads,
+                                     batch=batch, q_offset=q_offset, **inputs)
+
+        def dev(a):
+            return torch.from_numpy(a.astype("int32", copy=False).ravel()).to(device)
+        out = (dev(bm.variant), dev(bm.partial_ptr), dev(bm.partial_idx if len(bm.partial_idx) else
+                                                         bm.partial_ptr[:1, :1]),
+               dev(bm.full_ptr), dev(bm.full_idx if len(bm.full_idx) else bm.full_ptr[:1, :1]),
+               bm.num_q_blocks)
+        if not inputs:
+            self._static_masks[cache_key] = out
+        return out
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
+                 return_lse: bool = False, q_offset: int | None = None, **inputs):
+        B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
+        if v.shape[3] != D:
+            raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
+        if not 16 <= D <= 256:
+            raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
+        if q.device.type not in ("cuda", "cpu"):
+            raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
+        if q_offset is not None and (isinstance(q_offset, bool) or not isinstance(q_offset, int)):
+            raise ArgumentError(f"'q_offset' must be an int or None, got {q_offset!r}")
+        if scale is None:
+            scale = 1.0 / math.sqrt(D)
+        elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
+        device = q.device
+        if interpreting():
+            global _warned_interpreter
+            if not _warned_interpreter:
+                warnings.warn("attnpat: kernels run under Triton's interpreter (no CUDA device, or "
+                              "TRITON_INTERPRET=1) -- slow, meant for tests", RuntimeWarning, stacklevel=2)
+                _warned_interpreter = True
+        elif device.type != "cuda":
+            raise ArgumentError(f"tensors are on {device}, but this process compiles kernels for CUDA; move them "
+                                f"to a CUDA device, or set TRITON_INTERPRET=1 before importing attnpat to test on "
+                                f"the CPU")
+        tensors = prepare_inputs(self.pattern.checked, N, M, B, inputs)
+        cfg = self.config(D, q.dtype)
+        variant, pp, pi, fp, fi, nqb = self._tables(N, M, cfg, Hq, B, q_offset, inputs, device)
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty((B, Hq, N), dtype=torch.float32, device=device) if return_lse else out
+        in_args = []
+        for name, _axis in self.plan.inputs:
+            t = tensors[name].to(device=device, dtype=torch.int32).contiguous()
+            in_args += [t, 0 if t.shape[0] == 1 else t.stride(0)]
+        module = self.module(device)
+        grid = (triton_cdiv(N, cfg.block_m), B * Hq)
+        if N == 0 or B * Hq == 0:
+            return (out, lse) if return_lse else out
+        _launch(module, grid, q, k, v, out, lse, variant, pp, pi, fp, fi, in_args, Hq, Hkv, N, M, q_offset,
+                    nqb, scale, D, cfg, return_lse)
+        return (out, lse) if return_lse else out
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.pattern!r}, plan={self.plan.mode}, key={self.key})"
+
+
+def _launch(module, grid, q, k, v, out, lse, variant, pp, pi, fp, fi, in_args, Hq, Hkv, N, M, q_offset, nqb,
+            scale, D, cfg, return_lse):
+    module.attn_fwd[grid](
+        q, k, v, out, lse,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        variant, pp, pi, fp, fi,
+        *in_args,
+        Hq, Hq // Hkv, N, M, query_positions(N, M, q_offset), nqb, scale * 1.4426950408889634,
+        HEAD_DIM=D, HEAD_DIM_P=_pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def compile(pattern, **options) -> Kernel:
+    """Compile a pattern (a Pattern, or a name/path for attnpat.load) into a Kernel.
+
+    Args:
+        pattern: a Pattern or a FILE_OR_NAME[:PATTERN] string.
+        **options: block_m, block_n, num_warps, num_stages to override the defaults.
+    """
+    if isinstance(pattern, str):
+        from ..pattern import load
+        pattern = load(pattern)
+    return Kernel(pattern, **options)
+
+
+def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, **inputs):
+    """One call: compile (cached) and run `pattern` on q, k, v."""
+    kernel = _compiled.get(id(pattern))
+    if kernel is None or kernel.pattern is not pattern:
+        kernel = compile(pattern)
+        _compiled[id(pattern)] = kernel
+    return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, **inputs)
+
+
+_compiled: dict[int, Kernel] = {}
