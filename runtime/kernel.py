@@ -42,7 +42,7 @@ def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     if dtype == torch.float32:
         return KernelConfig(64, 32, 4, 2) if head_dim <= 128 else KernelConfig(32, 32, 4, 1)
     if head_dim <= 64:
-        return KernelConfig(128, 64, 4, 3)
+        return KernelConfig(128, 64, 8, 3)
     if head_dim <= 128:
         return KernelConfig(128, 64, 8, 2)
     return KernelConfig(64, 32, 4, 1)
@@ -214,3 +214,36 @@ def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, 
 
 
 _compiled: dict[int, Kernel] = {}
+
+
+_TORCH_DT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def aot_request(kernel: Kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16,
+                head_dim: int = 64) -> dict:
+    """The request that compiles the forward kernel ahead of time (see attnpat.runtime.aot)."""
+    cfg = kernel.config(head_dim, dtype)
+    key = cache.entry_key(kernel.key, {"plan": kernel.plan.mode, "kernel": "fwd"}, "aot")
+    cache.get_module(key, kernel.source, interpret=interpreting())   # makes sure the file exists
+    constexprs = {"HEAD_DIM": head_dim, "HEAD_DIM_P": _pow2(head_dim), "BLOCK_M": cfg.block_m,
+                  "BLOCK_N": cfg.block_n, "EVEN_N": False, "WRITE_LSE": True,
+                  "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32",
+                  "stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1}
+    pointers = {"Q": "DT", "K": "DT", "V": "DT", "Out": "DT", "Lse": "fp32", "Variant": "i32", "RowPtrP": "i32",
+                "ColIdxP": "i32", "RowPtrF": "i32", "ColIdxF": "i32"}
+    pointers.update({f"In{i}": "i32" for i in range(len(kernel.plan.inputs))})
+    return {"path": str(cache.cache_dir() / f"k_{key[:40]}.py"), "kernel": "attn_fwd", "target": target,
+            "dtype": _TORCH_DT[dtype], "head_dim": head_dim, "block_m": cfg.block_m, "block_n": cfg.block_n,
+            "num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "constexprs": constexprs,
+            "pointers": pointers, "floats": ["qk_scale"],
+            "divisible": [f"stride_{t}{a}" for t in "qkvo" for a in "bhmn" if f"stride_{t}{a}" in _STRIDE_NAMES]}
+
+
+_STRIDE_NAMES = {"stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
+                 "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_om"}
+
+
+def aot_report(kernel: Kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16, head_dim: int = 64):
+    """Compile the forward kernel ahead of time for `target` (no GPU needed) and report its resources."""
+    from .aot import compile_many
+    return compile_many([aot_request(kernel, target=target, dtype=dtype, head_dim=head_dim)])[0]

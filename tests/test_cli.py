@@ -1,0 +1,421 @@
+"""The command line: `attnpat check / show / list`, run in-process through attnpat.cli.main."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+import attnpat
+from attnpat import ParameterError, PatternSyntaxError
+from attnpat.cli import constant_value, describe_value, main, parse_input, parse_set
+from attnpat.compiler.parse import parse_expr
+from attnpat import draw
+
+WINDOW = """\
+# A causal sliding window.
+pattern window(w: int = 3):
+    require w >= 1
+    mask causal and q - k < w
+
+# Example: not a description.
+pattern docs():
+    input doc: int[k]
+    mask causal and doc[q] == doc[k]
+
+pattern heads(ws: list = [1, 2]):
+    mask causal and q - k < ws[h]
+
+pattern nodefault(n: int):
+    require n >= 2
+    mask q - k < n
+"""
+
+
+@pytest.fixture
+def attn(tmp_path):
+    """Write pattern text to a file and return its path."""
+    def write(text: str, name: str = "pats.attn") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+    return write
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return status, out, err
+
+
+def grid_rows(out: str) -> list[str]:
+    """The drawn rows of `attnpat show` output: 'label  cells' lines after the 'q \\ k' axis line."""
+    lines = out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.lstrip().startswith("q \\ k"))
+    rows = []
+    for line in lines[start + 1:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
+            break
+        rows.append(line)
+    return rows
+
+
+# -- check -----------------------------------------------------------------------------------------------
+
+def test_check_ok(capsys, attn):
+    path = attn(WINDOW)
+    status, out, err = run(capsys, "check", path)
+    assert status == 0, err
+    assert out.startswith(f"{path}: ok (4 patterns")
+    assert "nodefault checked with placeholder values n=2" in out
+
+
+def test_check_library(capsys):
+    status, out, err = run(capsys, "check")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines and all(": ok (" in line for line in lines)
+    assert any(line.startswith("patterns/sliding_window.attn: ok") for line in lines)
+
+
+def test_check_library_name(capsys):
+    status, out, _ = run(capsys, "check", "sliding_window")
+    assert status == 0
+    assert out == "patterns/sliding_window.attn: ok (1 pattern)\n"
+
+
+def test_check_bad_file(capsys, attn):
+    good = attn(WINDOW, "good.attn")
+    bad = attn("pattern a(window: int = 4):\n    mask causal and q - k < windw\n", "bad.attn")
+    status, out, err = run(capsys, "check", good, bad)
+    assert status == 1
+    assert f"{good}: ok" in out
+    assert f"{bad}:2:29: error: unknown name 'windw' (did you mean 'window'?)" in err
+    assert "    mask causal and q - k < windw\n" in err
+    assert "^^^^^" in err
+    assert f"{bad}: 1 of 1 pattern failed" in err
+
+
+def test_check_syntax_error(capsys, attn):
+    bad = attn("pattern a():\n    mask q <\n")
+    status, out, err = run(capsys, "check", bad)
+    assert status == 1
+    assert err.startswith(f"{bad}:2:")
+    assert "error: unexpected end of line" in err
+
+
+def test_check_missing_file(capsys, tmp_path):
+    status, _, err = run(capsys, "check", str(tmp_path / "nope.attn"))
+    assert status == 1
+    assert "cannot read" in err
+
+
+def test_check_set_and_requirement(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "check", path, "--set", "n=3")
+    assert status == 0 and "placeholder" not in out
+    status, _, err = run(capsys, "check", path, "--set", "n=1")
+    assert status == 1
+    assert "requirement of 'nodefault' failed: n >= 2 (n = 1)" in err
+    status, _, err = run(capsys, "check", path, "--set", "zz=1")
+    assert status == 1
+    assert "no checked pattern has a parameter 'zz'" in err
+
+
+# -- show ------------------------------------------------------------------------------------------------
+
+def test_show_sliding_window_exact(capsys, attn):
+    path = attn(WINDOW)
+    status, out, err = run(capsys, "show", f"{path}:window", "--q-len", 6)
+    assert status == 0, err
+    assert out.splitlines()[0] == "window(w=3)  q_len=6 kv_len=6  density 41.7% (15 of 36 pairs)"
+    assert "mask k <= q and q - k < 3" in out
+    assert grid_rows(out) == [
+        "    0  █·····",
+        "    1  ██····",
+        "    2  ███···",
+        "    3  ·███··",
+        "    4  ··███·",
+        "    5  ···███",
+    ]
+
+
+def test_show_set_ascii_and_axis(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "show", f"{path}:window", "--set", "w=2", "--kv-len", 10, "--ascii")
+    assert status == 0
+    lines = out.splitlines()
+    axis = next(l for l in lines if l.lstrip().startswith("q \\ k"))
+    assert axis == "q \\ k  0   4   8"
+    assert grid_rows(out)[:3] == ["    0  x.........", "    1  xx........", "    2  .xx......."]
+    assert "█" not in out
+
+
+def test_show_bottom_right_alignment(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "show", f"{path}:window", "--q-len", 3, "--kv-len", 8, "--ascii")
+    assert status == 0
+    assert "q = i + 5" in out
+    assert grid_rows(out) == [
+        "    5  ...xxx..",
+        "    6  ....xxx.",
+        "    7  .....xxx",
+    ]
+    status, out, _ = run(capsys, "show", f"{path}:window", "--q-len", 2, "--kv-len", 8, "--q-offset", 0,
+                         "--ascii")
+    assert grid_rows(out) == ["    0  x.......", "    1  xx......"]
+
+
+def test_show_downsampled(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "show", f"{path}:window", "--set", "w=64", "--q-len", 256,
+                         "--width", 32, "--height", 16)
+    assert status == 0
+    assert "downsampled: each cell is 16 queries x 8 keys" in out
+    rows = grid_rows(out)
+    assert len(rows) == 16
+    assert all(len(r.split()[1]) == 32 for r in rows)
+    assert rows[0].split() == ["0", "▒▒" + "·" * 30]
+    # Queries 128..143 see keys 65..143, and every one of them sees keys 80..127: cells 10-15 (keys 80-127)
+    # are full, cells 8, 9, 16, 17 partial.
+    assert rows[8].split() == ["128", "·" * 8 + "▒▒" + "█" * 6 + "▒▒" + "·" * 14]
+
+
+def test_show_library_pattern(capsys):
+    status, out, _ = run(capsys, "show", "sliding_window", "--set", "window=2", "--q-len", 4, "--ascii")
+    assert status == 0
+    assert out.startswith("sliding_window(window=2)")
+    assert grid_rows(out) == ["    0  x...", "    1  xx..", "    2  .xx.", "    3  ..xx"]
+
+
+def test_show_inputs(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "show", f"{path}:docs", "--kv-len", 5, "--input", "doc=0x2,1x3", "--ascii")
+    assert status == 0
+    assert grid_rows(out) == ["    0  x....", "    1  xx...", "    2  ..x..", "    3  ..xx.", "    4  ..xxx"]
+    # A [batch, length] input: rows separated by '/'; --batch-index picks one.
+    status, out, _ = run(capsys, "show", f"{path}:docs", "--kv-len", 3, "--input", "doc=0,0,0/0,1,1",
+                         "--batch-index", 1, "--ascii")
+    assert status == 0
+    assert "b=1" in out.splitlines()[0]
+    assert grid_rows(out) == ["    0  x..", "    1  .x.", "    2  .xx"]
+
+
+def test_show_input_errors(capsys, attn):
+    path = attn(WINDOW)
+    status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 6)
+    assert status == 1
+    assert "needs runtime input 'doc'" in err and "--input doc=" in err
+    status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 6, "--input", "doc=0,1")
+    assert status == 1 and "--input doc has 2 values" in err and "6 values" in err
+    status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 6, "--input", "doc=0,x,1")
+    assert status == 1 and "'x' is not an integer" in err
+    status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 2, "--input", "doc=0,0", "--input", "foo=1")
+    assert status == 1 and "no runtime input 'foo'" in err
+    status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 2, "--input", "doc=0,0/1,1",
+                         "--batch-index", 2)
+    assert status == 1 and "--batch-index 2 is out of range" in err
+
+
+def test_show_set_errors(capsys, attn):
+    path = attn(WINDOW)
+    cases = {
+        "ww=4": "--set:1:1: error: pattern 'window' has no parameter 'ww' (did you mean 'w'?)",
+        "w=q": "--set:1:3: error: 'q' is not a constant",
+        "w={1, 2}": "--set:1:3: error: parameter 'w' of pattern 'window' is int, got set {1, 2}",
+        "w=True": "is int, got bool True",
+        "w=3 +": "--set:1:",
+        "w=": "needs a value",
+        "w": "--set expects NAME=VALUE",
+        "w=k < 3": "is not a constant value",
+        "w=4 // 0": "division by zero",
+    }
+    for text, expected in cases.items():
+        status, out, err = run(capsys, "show", f"{path}:window", "--set", text)
+        assert status == 1, text
+        assert expected in err, (text, err)
+        assert out == ""
+    status, _, err = run(capsys, "show", f"{path}:window", "--set", "w=0")
+    assert status == 1
+    assert f"{path}:3:13: error: requirement of 'window' failed: w >= 1 (w = 0)" in err
+    status, _, err = run(capsys, "show", f"{path}:window", "--set", "w=1", "--set", "w=2")
+    assert status == 1 and "set twice" in err
+
+
+def test_show_missing_parameter_and_pattern(capsys, attn):
+    path = attn(WINDOW)
+    status, _, err = run(capsys, "show", f"{path}:nodefault")
+    assert status == 1
+    assert "parameter 'n' of pattern 'nodefault' has no default; give a value with --set n=VALUE" in err
+    status, out, _ = run(capsys, "show", f"{path}:nodefault", "--set", "n=2", "--q-len", 3, "--ascii")
+    assert status == 0 and grid_rows(out) == ["    0  xxx", "    1  xxx", "    2  .xx"]
+    status, _, err = run(capsys, "show", f"{path}:windoww")
+    assert status == 1 and "no pattern 'windoww'" in err and "did you mean 'window'" in err
+    status, _, err = run(capsys, "show", path)
+    assert status == 1 and "defines several patterns" in err
+    status, _, err = run(capsys, "show", "no_such_pattern_xyz")
+    assert status == 1 and "no file or library pattern named 'no_such_pattern_xyz'" in err
+
+
+def test_show_per_head_list(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "show", f"{path}:heads", "--head", 1, "--q-len", 3, "--ascii")
+    assert status == 0
+    assert "h=1" in out.splitlines()[0]
+    assert grid_rows(out) == ["    0  x..", "    1  xx.", "    2  .xx"]
+    status, _, err = run(capsys, "show", f"{path}:heads", "--head", 2, "--q-len", 3)
+    assert status == 1 and "list index 2 is out of range" in err
+
+
+def test_show_png(capsys, attn, tmp_path):
+    path = attn(WINDOW)
+    out_png = tmp_path / "w.png"
+    status, out, _ = run(capsys, "show", f"{path}:window", "--q-len", 6, "--png", out_png)
+    assert status == 0
+    assert f"wrote {out_png}: 96x96 pixels, 16x16 per element" in out
+    data = out_png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (96, 96)
+    # Tile level for long sequences.
+    out_png = tmp_path / "big.png"
+    status, out, _ = run(capsys, "show", f"{path}:window", "--set", "w=100", "--q-len", 2048, "--png", out_png)
+    assert status == 0 and "per 4x4 tile" in out
+    data = out_png.read_bytes()
+    assert struct.unpack(">II", data[16:24]) == (512, 512)
+
+
+def test_show_png_unwritable(capsys, attn, tmp_path):
+    path = attn(WINDOW)
+    status, _, err = run(capsys, "show", f"{path}:window", "--png", tmp_path / "no" / "dir" / "x.png")
+    assert status == 1 and "cannot write" in err
+
+
+# -- list ------------------------------------------------------------------------------------------------
+
+def test_list_library(capsys):
+    status, out, _ = run(capsys, "list")
+    assert status == 0
+    for name in attnpat.library_names():
+        assert any(line.startswith(f"{name}(") for line in out.splitlines()), name
+    assert "sliding_window(window: int = " in out
+
+
+def test_list_file(capsys, attn):
+    path = attn(WINDOW)
+    status, out, _ = run(capsys, "list", path)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == f"window(w: int = 3)  [{path}]"
+    assert lines[1] == "    A causal sliding window."
+    assert f"docs()  input doc: int[k]  [{path}]" in lines
+    # "Example:" comments are not summaries; the file's first comment is used instead.
+    assert lines[lines.index(f"docs()  input doc: int[k]  [{path}]") + 1] == "    A causal sliding window."
+    assert f"nodefault(n: int)  [{path}]" in lines
+
+
+# -- usage -----------------------------------------------------------------------------------------------
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["show"]) == 2
+    assert main(["show", "x", "--q-len", "0"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    capsys.readouterr()
+
+
+def test_python_dash_m(tmp_path):
+    path = tmp_path / "one.attn"
+    path.write_text("pattern one():\n    mask causal\n")
+    proc = subprocess.run([sys.executable, "-m", "attnpat", "check", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{path}: ok (1 pattern)\n"
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, value", [
+    ("8", 8), ("-3", -3), ("2 * 64", 128), ("7 // 2", 3), ("-7 % 3", 2), ("True", True), ("False", False),
+    ("{0, 1}", frozenset({0, 1})), ("{}", frozenset()), ("[1, 2, 2]", (1, 2, 2)), ("range(4)", range(4)),
+    ("range(0, 8, 2)", range(0, 8, 2)), ("not True", False),
+])
+def test_constant_value(text, value):
+    got = constant_value(parse_expr(text))
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("text", ["q", "k - 1", "max(1, 2)", "1 < 2", "{q}", "[True]", "range(0, 4, 0)",
+                                  "True + 1", "doc[k]"])
+def test_constant_value_rejects(text):
+    with pytest.raises(ParameterError):
+        constant_value(parse_expr(text))
+
+
+def test_parse_set_and_input():
+    s = parse_set(" window = 2 * 4 ")
+    assert (s.name, s.value) == ("window", 8)
+    with pytest.raises(PatternSyntaxError):
+        parse_set("window=(1")
+    assert parse_input("doc=0x2,1,-1x2") == ("doc", [[0, 0, 1, -1, -1]])
+    assert parse_input("doc=0,1/1,1") == ("doc", [[0, 1], [1, 1]])
+    with pytest.raises(attnpat.InputError):
+        parse_input("doc=0,1/1")
+    assert describe_value(frozenset({2, 1})) == "{1, 2}"
+    assert describe_value(range(0, 8, 2)) == "range(0, 8, 2)"
+
+
+def test_png_bytes_decode():
+    levels = [[0, 1, 2], [2, 2, 0]]
+    data = draw.png_bytes(levels, scale=2)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # Walk the chunks and check every CRC; decode the pixels back.
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = body
+        pos += 12 + length
+    assert list(chunks) == [b"IHDR", b"PLTE", b"IDAT", b"IEND"]
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (width, height, depth, color) == (6, 4, 8, 3)
+    raw = zlib.decompress(chunks[b"IDAT"])
+    rows = [raw[i * 7 + 1:(i + 1) * 7] for i in range(4)]
+    assert rows == [bytes([0, 0, 1, 1, 2, 2])] * 2 + [bytes([2, 2, 2, 2, 0, 0])] * 2
+
+
+def test_pool_and_steps():
+    import torch
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    assert draw.pool(mask, 2, 2).tolist() == [[3, 1], [1, 0]]
+    assert draw.steps_for(96, 96) == 1
+    assert draw.steps_for(97, 96) == 2
+    assert draw.steps_for(4096, 96) == 64
+
+
+def test_mask_cells_chunks_match_dense(monkeypatch):
+    """Row chunks (with int[q] inputs sliced per chunk and q_offset moved) give exactly the dense mask."""
+    import torch
+    p = attnpat.parse("pattern p(w: int = 3):\n    input doc: int[k]\n    input pre: int[q]\n"
+                      "    mask (causal and doc[q] == doc[k] and q - k < w) or k < pre[q]\n")
+    doc = torch.tensor([0] * 7 + [1] * 9 + [2] * 4)
+    pre = torch.arange(13) % 4
+    dense = p.dense_mask(13, 20, doc=doc, pre=pre)[0, 0]
+    monkeypatch.setattr(draw, "_CHUNK_ELEMENTS", 40)     # two rows per chunk
+    grid = draw.mask_cells(p, 13, 20, inputs={"doc": doc, "pre": pre})
+    assert torch.equal(grid.counts.bool(), dense)
+    assert grid.q_start == 7 and grid.allowed == int(dense.sum())
+    coarse = draw.mask_cells(p, 13, 20, row_step=4, col_step=8, inputs={"doc": doc, "pre": pre})
+    assert torch.equal(coarse.counts, draw.pool(dense, 4, 8))
+    assert torch.equal(grid.coarsen(4, 8).counts, coarse.counts)
+    assert torch.equal(grid.coarsen(4, 8).sizes, coarse.sizes)
+    assert coarse.sizes.sum() == 13 * 20
