@@ -328,6 +328,33 @@ _TABLE_BODY = """    variant = tl.load(Variant + off_bh)
         acc, l_i, m_i = {full}"""
 
 
+def _rename_inputs(node, names: dict[str, str]):
+    """The IR with runtime inputs renamed to their generated names (for the module's docstring)."""
+    if isinstance(node, (And, Or)):
+        return type(node)(tuple(_rename_inputs(a, names) for a in node.args))
+    if isinstance(node, Opaque):
+        return Opaque(_rename_ast(node.expr, names), node.span)
+    return node
+
+
+def _rename_ast(e, names):
+    if isinstance(e, N.Name):
+        return N.Name(names.get(e.id, e.id), e.span)
+    if not hasattr(e, "__dataclass_fields__"):
+        return e
+    values = {}
+    for f in e.__dataclass_fields__:
+        v = getattr(e, f)
+        if f == "span":
+            values[f] = v
+        elif isinstance(v, tuple):
+            values[f] = tuple((x[0], _rename_ast(x[1], names)) if isinstance(x, tuple) else _rename_ast(x, names)
+                              for x in v)
+        else:
+            values[f] = _rename_ast(v, names)
+    return type(e)(**values)
+
+
 def _bound(terms, fn: str, default: str) -> str:
     out = default
     for t in terms:
@@ -393,7 +420,8 @@ def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
                               f"        else:\n            acc, l_i, m_i = {call('k_lo', True)}")
         body = "\n".join(lines) + "\n" + "\n".join(chunks)
     return _fill(_template(), {
-        "KEY": kplan.key, "TEXT": kplan.text.replace('"', "'"), "MODE": kplan.mode, "MASK": str(MASK32),
+        "KEY": kplan.key, "TEXT": to_text(_rename_inputs(canonical.ir, {n: f"in{i}" for i, (n, _) in
+                                                                        enumerate(kplan.inputs)})), "MODE": kplan.mode, "MASK": str(MASK32),
         "M1": str(HASH_M1), "M2": str(HASH_M2), "INIT": str(HASH_INIT), "PRED": _Pred(kplan.inputs).ir(canonical.ir),
         "PRED_PARAMS": pred_params, "TILE_PARAMS": tile_params, "K_LOADS": k_loads,
         "KERNEL_PARAMS": kernel_params, "Q_LOADS": q_loads, "BODY": body,

@@ -546,7 +546,8 @@ def _or(parts: list[IR]) -> IR:
 
 def _union_intervals(lins: list[Lin]):
     inf = float("inf")
-    spans = sorted(((-inf if a.lo is None else a.lo), (inf if a.hi is None else a.hi), a.span) for a in lins)
+    spans = sorted((((-inf if a.lo is None else a.lo), (inf if a.hi is None else a.hi), a.span) for a in lins),
+                   key=lambda t: (t[0], t[1]))
     out: list[list] = []
     for lo, hi, span in spans:
         if out and lo <= out[-1][1] + 1:

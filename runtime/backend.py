@@ -26,4 +26,37 @@ def import_triton():
         if not torch.cuda.is_available():
             os.environ["TRITON_INTERPRET"] = "1"
     import triton
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on"):
+        _patch_interpreter_bf16_dot()
     return triton
+
+
+def _patch_interpreter_bf16_dot() -> None:
+    """Make the interpreter's tl.dot read bf16 operands as numbers.
+
+    Triton's interpreter stores bf16 tensors as their raw uint16 bits and its `create_dot` hands those
+    bits to numpy's matmul as integers (it converts only fp8 operands), so every bf16 dot product is
+    garbage. Widening bf16 to fp32 first is exact (bf16 is the top half of an fp32) and gives what the
+    tensor cores compute: exact products summed in fp32. Compiled kernels are untouched.
+    """
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_dot, "_attnpat_bf16", False):
+        return
+    original = builder.create_dot
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype.scalar == tl.bfloat16 or b.dtype.scalar == tl.bfloat16:
+            def widen(x):
+                if x.dtype.scalar != tl.bfloat16:
+                    return x
+                bits = np.asarray(x.data).astype(np.uint32) << 16
+                return interpreter.TensorHandle(bits.view(np.float32), tl.float32)
+            a, b = widen(a), widen(b)
+        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    create_dot._attnpat_bf16 = True
+    builder.create_dot = create_dot
