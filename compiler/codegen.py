@@ -400,24 +400,29 @@ def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
             lines.append(f"    a{j} = lk{j} // BLOCK_N")
             lines.append(f"    b{j} = tl.where(hk{j} < lk{j}, a{j} - 1, hk{j} // BLOCK_N)")
         if len(kplan.families) == 1:
-            loops = [("a0", "b0")]
+            lines.append("    n_tiles = tl.maximum(b0 - a0 + 1, 0)")
+            kb_expr = "a0 + j"
         else:
-            # visit family 0, then what family 1 adds on either side of it: every tile exactly once
+            # Family 0, then what family 1 adds on either side of it -- every tile exactly once -- walked
+            # as one loop (one copy of the tile code, not three).
             lines.append("    num_kb = (KV_LEN + BLOCK_N - 1) // BLOCK_N")
             lines.append("    e0 = a0 > b0")
             lines.append("    a0 = tl.where(e0, num_kb, a0)")
             lines.append("    b0 = tl.where(e0, num_kb - 1, b0)")
-            loops = [("a0", "b0"), ("a1", "tl.minimum(b1, a0 - 1)"), ("tl.maximum(a1, b0 + 1)", "b1")]
+            lines.append("    n0 = b0 - a0 + 1")
+            lines.append("    n1 = tl.maximum(tl.minimum(b1, a0 - 1) - a1 + 1, 0)")
+            lines.append("    c2 = tl.maximum(a1, b0 + 1)")
+            lines.append("    n2 = tl.maximum(b1 - c2 + 1, 0)")
+            lines.append("    n_tiles = n0 + n1 + n2")
+            kb_expr = "tl.where(j < n0, a0 + j, tl.where(j < n0 + n1, a1 + (j - n0), c2 + (j - n0 - n1)))"
         full_test = _full_tile(canonical.ir)
-        chunks = []
-        for lo, hi in loops:
-            head = (f"    for kb in range({lo}, {hi} + 1):\n        k_lo = kb * BLOCK_N\n"
-                    f"        k_hi = tl.minimum(k_lo + BLOCK_N, KV_LEN) - 1\n")
-            if isinstance(full_test, bool):
-                chunks.append(head + f"        acc, l_i, m_i = {call('k_lo', not full_test)}")
-            else:
-                chunks.append(head + f"        if {full_test}:\n            acc, l_i, m_i = {call('k_lo', False)}\n"
-                              f"        else:\n            acc, l_i, m_i = {call('k_lo', True)}")
+        head = (f"    for j in range(0, n_tiles):\n        kb = {kb_expr}\n        k_lo = kb * BLOCK_N\n"
+                f"        k_hi = tl.minimum(k_lo + BLOCK_N, KV_LEN) - 1\n")
+        if isinstance(full_test, bool):
+            chunks = [head + f"        acc, l_i, m_i = {call('k_lo', not full_test)}"]
+        else:
+            chunks = [head + f"        if {full_test}:\n            acc, l_i, m_i = {call('k_lo', False)}\n"
+                      f"        else:\n            acc, l_i, m_i = {call('k_lo', True)}"]
         body = "\n".join(lines) + "\n" + "\n".join(chunks)
     return _fill(_template(), {
         "KEY": kplan.key, "TEXT": to_text(_rename_inputs(canonical.ir, {n: f"in{i}" for i, (n, _) in

@@ -1,0 +1,105 @@
+"""The kernel cache: one entry per canonical pattern, atomic writes, corruption is a miss."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import attnpat
+from attnpat.runtime import cache
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    root = tmp_path / "kernels"
+    monkeypatch.setenv("ATTNPAT_CACHE_DIR", str(root))
+    cache.clear_memory()
+    yield root
+    cache.clear_memory()
+
+
+def _entries(root):
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_cache_dir_follows_the_environment(cache_root):
+    assert cache.cache_dir() == cache_root
+
+
+def test_equivalent_spellings_share_one_entry(cache_root):
+    spellings = [
+        "pattern a(w: int = 8):\n    mask causal and q - k < w\n",
+        "pattern b():\n    mask not (k > q) and q - k <= 7\n",
+        "pattern c():\n    mask 0 <= q - k < 8 and k <= q + 100\n",
+    ]
+    kernels = [attnpat.compile(attnpat.parse(t)) for t in spellings]
+    assert len({k.key for k in kernels}) == 1
+    modules = {id(k.module(_cpu())) for k in kernels}
+    assert len(modules) == 1
+    assert len([e for e in _entries(cache_root) if e.endswith(".py")]) == 1
+    # a different pattern is a different entry
+    attnpat.compile("causal").module(_cpu())
+    assert len([e for e in _entries(cache_root) if e.endswith(".py")]) == 2
+
+
+def _cpu():
+    import torch
+    return torch.device("cpu")
+
+
+def test_truncated_or_edited_entry_is_a_miss(cache_root):
+    kernel = attnpat.compile("sliding_window")
+    key = cache.entry_key(kernel.key, {"plan": kernel.plan.mode, "kernel": "fwd"}, "test")
+    _, how = cache.get_module(key, kernel.source, interpret=True)
+    assert how == "generated"
+    cache.clear_memory()
+    _, how = cache.get_module(key, kernel.source, interpret=True)
+    assert how == "disk"
+    path = next(p for p in cache_root.iterdir() if p.suffix == ".py")
+    text = path.read_text()
+    for broken in (text[: len(text) // 2], text.replace("BLOCK_N", "BLOCK_Q", 1), ""):
+        path.write_text(broken)
+        cache.clear_memory()
+        module, how = cache.get_module(key, kernel.source, interpret=True)
+        assert how == "generated" and hasattr(module, "attn_fwd")
+        assert path.read_text() == text
+
+
+def test_key_covers_versions_options_and_target():
+    base = cache.entry_key("abc", {"plan": "band"}, "interpreter")
+    assert base != cache.entry_key("abd", {"plan": "band"}, "interpreter")
+    assert base != cache.entry_key("abc", {"plan": "table"}, "interpreter")
+    assert base != cache.entry_key("abc", {"plan": "band"}, "cuda:sm_90")
+    assert len(base) == 64 and int(base, 16) >= 0
+
+
+_WORKER = textwrap.dedent("""
+    import sys, torch, warnings
+    warnings.simplefilter("ignore")
+    import attnpat
+    kernel = attnpat.compile(attnpat.parse("pattern w():\\n    mask causal and q - k < 5\\n"), block_m=16, block_n=16)
+    q = torch.randn(1, 1, 20, 16)
+    out = kernel(q, q, q)
+    ref = attnpat.reference_attention(q, q, q, kernel.pattern)
+    assert (out.double() - ref).abs().max() < 1e-4
+    print("ok")
+""")
+
+
+def test_four_processes_compiling_at_once_leave_one_good_entry(cache_root):
+    env = dict(os.environ, ATTNPAT_CACHE_DIR=str(cache_root))
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip().endswith("ok")
+    entries = _entries(cache_root)
+    assert [e for e in entries if e.endswith(".tmp")] == []
+    py = [e for e in entries if e.endswith(".py")]
+    assert len(py) == 1
+    assert cache._read_valid(cache_root / py[0]) is not None
