@@ -2,6 +2,8 @@
 
     attnpat check [FILE_OR_NAME ...] [--set NAME=VALUE ...]   parse and check patterns (default: the library)
     attnpat show FILE_OR_NAME[:PATTERN] [options]             draw a pattern's mask in the terminal (or a PNG)
+    attnpat explain FILE_OR_NAME[:PATTERN] --q-len N [...]    density, tiles, FLOPs, look-back, receptive field
+    attnpat compile FILE_OR_NAME[:PATTERN] [--emit]           the kernel plan and cache entry, or its code
     attnpat list [FILE ...]                                   list patterns with parameters and a summary
 
 Every subcommand is one function registered with :func:`command` in the table ``COMMANDS``: it adds its
@@ -543,11 +545,31 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
 
 
-def _configure_show(p: argparse.ArgumentParser) -> None:
+def _pattern_from_args(args: argparse.Namespace) -> Pattern:
+    """The pattern named by args.spec with the --set values bound (every parameter must get a value)."""
+    module, name = _open_spec(args.spec)
+    definition = _definition(module, name)
+    params = _bind(definition, _parse_sets(args.set))
+    for p in definition.params:
+        if p.default is None and p.name not in params:
+            raise ParameterError(f"parameter '{p.name}' of pattern '{name}' has no default; give a value with "
+                                 f"--set {p.name}=VALUE", p.span)
+    return Pattern(module, name, params)
+
+
+def _add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="FILE_OR_NAME[:PATTERN]",
                    help="a .attn file or a library file/pattern name, optionally with :PATTERN")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
                    help="set a parameter: a number, True/False, {0, 1}, [1, 2] or range(...) (repeatable)")
+
+
+_INPUT_HELP = ("a runtime input: one integer per key (int[k]) or query (int[q]); VxN repeats V N times; "
+               "'/' separates rows of a [batch, length] input (repeatable)")
+
+
+def _configure_show(p: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(p)
     p.add_argument("--q-len", type=_positive, metavar="N",
                    help=f"queries (rows); default: kv_len, or {DEFAULT_LEN}")
     p.add_argument("--kv-len", type=_positive, metavar="N",
@@ -556,16 +578,16 @@ def _configure_show(p: argparse.ArgumentParser) -> None:
                    help="absolute position of query row 0 (default: kv_len - q_len, i.e. bottom-right aligned)")
     p.add_argument("--batch-index", type=_non_negative, default=0, metavar="B", help="batch element b (default 0)")
     p.add_argument("--head", type=_non_negative, default=0, metavar="H", help="head h (default 0)")
-    p.add_argument("--input", action="append", metavar="NAME=V1,V2,...", default=[],
-                   help="a runtime input: one integer per key (int[k]) or query (int[q]); VxN repeats V N times; "
-                        "'/' separates rows of a [batch, length] input (repeatable)")
+    p.add_argument("--input", action="append", metavar="NAME=V1,V2,...", default=[], help=_INPUT_HELP)
     p.add_argument("--ascii", action="store_true", help="draw with x . + instead of █ · ▒")
     p.add_argument("--width", type=_positive, metavar="COLS",
                    help=f"at most this many key columns before downsampling (default {DEFAULT_WIDTH}, "
                         "or less on a narrow terminal)")
     p.add_argument("--height", type=_positive, default=DEFAULT_HEIGHT, metavar="ROWS",
                    help=f"at most this many query rows before downsampling (default {DEFAULT_HEIGHT})")
-    p.add_argument("--png", metavar="OUT", help="also write the mask as a PNG image to OUT")
+    p.add_argument("--png", metavar="OUT",
+                   help="also write the mask as a PNG image to OUT: one pixel square per element up to 1024 "
+                        "positions, else per tile, read from the closed-form block mask (any length)")
 
 
 def _unicode_ok(stream) -> bool:
@@ -612,18 +634,24 @@ def _collect_inputs(pattern: Pattern, texts: list[str], q_len: int, kv_len: int
     return given, (batches.pop() if batches else 1)
 
 
+# Up to this many (query, key) pairs a downsampled drawing evaluates the dense mask; above it, it reads the
+# closed-form block mask with the drawing's cells as tiles (no N^2 work, no size cap).
+_DENSE_DRAW_LIMIT = 1 << 20
+
+
+def _cells(pattern: Pattern, q_len: int, kv_len: int, row_step: int, col_step: int, common: dict):
+    from . import draw
+    if (row_step == 1 and col_step == 1) or q_len * kv_len <= _DENSE_DRAW_LIMIT:
+        return draw.mask_cells(pattern, q_len, kv_len, row_step=row_step, col_step=col_step, **common)
+    return draw.tile_cells(pattern, q_len, kv_len, row_step=row_step, col_step=col_step, **common)
+
+
 @command("show", "draw a pattern's mask in the terminal (rows: queries, columns: keys)", _configure_show)
 def cmd_show(args: argparse.Namespace) -> int:
     from . import draw
 
-    module, name = _open_spec(args.spec)
-    definition = _definition(module, name)
-    params = _bind(definition, _parse_sets(args.set))
-    for p in definition.params:
-        if p.default is None and p.name not in params:
-            raise ParameterError(f"parameter '{p.name}' of pattern '{name}' has no default; give a value with "
-                                 f"--set {p.name}=VALUE", p.span)
-    pattern = Pattern(module, name, params)
+    pattern = _pattern_from_args(args)
+    name = pattern.name
     q_len = args.q_len or args.kv_len or DEFAULT_LEN
     kv_len = args.kv_len or args.q_len or DEFAULT_LEN
     inputs, input_batch = _collect_inputs(pattern, args.input, q_len, kv_len)
@@ -645,14 +673,14 @@ def cmd_show(args: argparse.Namespace) -> int:
                   inputs=inputs)
     png_grid = png_scale = None
     if args.png:
-        # The image is at least as fine as the terminal (all steps are powers of two): evaluate once, at the
-        # image's resolution, and pool that for the terminal.
+        # The image is at least as fine as the terminal (all steps are powers of two): compute it once, at
+        # the image's resolution, and pool that for the terminal.
         png_row, png_col, png_scale = draw.png_layout(q_len, kv_len)
-        png_grid = draw.mask_cells(pattern, q_len, kv_len, row_step=png_row, col_step=png_col, **common)
+        png_grid = _cells(pattern, q_len, kv_len, png_row, png_col, common)
     if png_grid is not None and row_step % png_grid.row_step == 0 and col_step % png_grid.col_step == 0:
         grid = png_grid.coarsen(row_step, col_step)
     else:
-        grid = draw.mask_cells(pattern, q_len, kv_len, row_step=row_step, col_step=col_step, **common)
+        grid = _cells(pattern, q_len, kv_len, row_step, col_step, common)
 
     used = _uses(pattern.checked.expr)
     where = []
@@ -664,7 +692,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     header = f"{name}({params_text})  q_len={q_len} kv_len={kv_len}"
     if where:
         header += "  " + " ".join(where)
-    header += f"  density {100 * grid.density:.1f}% ({grid.allowed} of {grid.total} pairs)"
+    if grid.exact:
+        header += f"  density {100 * grid.density:.1f}% ({grid.allowed} of {grid.total} pairs)"
+    else:
+        lo, hi = grid.allowed_range
+        header += (f"  density {100 * lo / grid.total:.1f}% to {100 * hi / grid.total:.1f}% (tile level: too "
+                   f"many partial tiles to count; 'attnpat explain' gives the exact value)")
     print(header)
     expr = pattern.expression()
     print(f"mask {expr if len(expr) <= 300 else expr[:297] + '...'}")
@@ -685,6 +718,129 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise ArgumentError(f"cannot write '{args.png}': {exc.strerror or exc}") from None
         unit = "element" if not png_grid.downsampled else f"{png_grid.row_step}x{png_grid.col_step} tile"
         print(f"wrote {args.png}: {w}x{h} pixels, {png_scale}x{png_scale} per {unit}")
+    return 0
+
+
+# -- attnpat explain -------------------------------------------------------------------------------------
+
+def _configure_explain(p: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(p)
+    p.add_argument("--q-len", type=_positive, metavar="N", required=True, help="queries (rows)")
+    p.add_argument("--kv-len", type=_positive, metavar="M", help="keys (columns); default: q_len")
+    p.add_argument("--q-offset", type=_integer, metavar="N",
+                   help="absolute position of query row 0 (default: kv_len - q_len, i.e. bottom-right aligned)")
+    p.add_argument("--layers", type=_positive, default=1, metavar="L",
+                   help="stacked layers for the receptive field (default 1)")
+    p.add_argument("--heads", type=_positive, default=1, metavar="H",
+                   help="heads (counts are summed over heads; per-head patterns differ per head; default 1)")
+    p.add_argument("--batch", type=_positive, metavar="B",
+                   help="batch size (default: the rows of the runtime inputs, or 1)")
+    p.add_argument("--head-dim", type=_positive, default=128, metavar="D",
+                   help="head dimension for the FLOP counts (4 * D per computed pair; default 128)")
+    p.add_argument("--block-q", type=_positive, default=128, metavar="BQ",
+                   help="query rows per tile (default 128, the forward kernel's)")
+    p.add_argument("--block-k", type=_positive, default=64, metavar="BK",
+                   help="keys per tile (default 64, the forward kernel's)")
+    p.add_argument("--input", action="append", metavar="NAME=V1,V2,...", default=[], help=_INPUT_HELP)
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
+@command("explain", "what a pattern costs and sees at one shape: density, tiles, FLOPs, look-back, "
+                    "empty rows, receptive field", _configure_explain)
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .compiler.analysis import analyze
+
+    pattern = _pattern_from_args(args)
+    q_len = args.q_len
+    kv_len = args.kv_len or q_len
+    inputs, input_batch = _collect_inputs(pattern, args.input, q_len, kv_len)
+    batch = args.batch or input_batch
+    if input_batch > 1 and batch != input_batch:
+        raise InputError(f"--batch {batch} does not match the runtime inputs, which have {input_batch} rows "
+                         f"(batch elements)")
+    pattern.canonical   # simplify first (sympy, once per pattern): the time below is the analysis's own
+    start = time.perf_counter()
+    a = analyze(pattern, q_len, kv_len, heads=args.heads, batch=batch, q_offset=args.q_offset,
+                layers=args.layers, block_q=args.block_q, block_k=args.block_k, head_dim=args.head_dim,
+                **inputs)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(a.to_dict(), indent=2))
+        return 0
+    print(a.report())
+    for text in args.input:
+        print(f"  input {text.strip()}")
+    print(f"(analysed in {elapsed:.2f} s; {a.evaluated:,} points evaluated one by one, inside partial tiles)")
+    return 0
+
+
+# -- attnpat compile -------------------------------------------------------------------------------------
+
+def _configure_compile(p: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(p)
+    p.add_argument("--emit", action="store_true",
+                   help="print the generated Triton module instead of the plan")
+
+
+def _bounds_text(lows: tuple[str, ...], highs: tuple[str, ...]) -> str:
+    def one(parts, fn, default):
+        if not parts:
+            return default
+        parts = [x.replace(" - 0", "") for x in parts]
+        return parts[0] if len(parts) == 1 else f"{fn}({', '.join(parts)})"
+    return f"{one(lows, 'max', '0')} <= k <= {one(highs, 'min', 'kv_len - 1')}"
+
+
+@command("compile", "generate a pattern's Triton kernel: show the plan and cache entry, or print the code "
+                    "(--emit)", _configure_compile)
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import compile as compile_kernel
+    from .runtime import cache
+    from .runtime.backend import interpreting
+
+    pattern = _pattern_from_args(args)
+    kernel = compile_kernel(pattern)
+    if args.emit:
+        source = kernel.source()
+        sys.stdout.write(source if source.endswith("\n") else source + "\n")
+        return 0
+    plan = kernel.plan
+    params_text = ", ".join(f"{k}={describe_value(v)}" for k, v in pattern.params.items())
+    rows = [("canonical", plan.text), ("key", plan.key)]
+    if plan.mode == "band":
+        rows.append(("plan", "band: each query block [q_lo, q_hi] computes its key blocks from linear bounds "
+                             "(no block tables)"))
+        for lows, highs in plan.families:
+            rows.append(("", f"keys {_bounds_text(lows, highs)}"))
+    else:
+        rows.append(("plan", "table: each query block walks its PARTIAL tiles (with the predicate) and its FULL "
+                             "tiles (without) from the block mask"))
+    if plan.inputs:
+        rows.append(("inputs", ", ".join(f"{n}: int[{a}] -> in{i}" for i, (n, a) in enumerate(plan.inputs))
+                     + " (kernel arguments: new values never recompile)"))
+    reads = [x for x, used in (("h", plan.uses_h), ("b", plan.uses_b)) if used]
+    if reads:
+        rows.append(("reads", ", ".join(reads) + " (the predicate depends on the "
+                     + " and ".join({"h": "head", "b": "batch element"}[x] for x in reads) + ")"))
+    directory = cache.cache_dir()
+    rows.append(("cache", str(directory)))
+    target = "interpreter" if interpreting() else None
+    if target is None:
+        import torch
+        major, minor = torch.cuda.get_device_capability()
+        target = f"cuda:sm_{major}{minor}"
+    key = cache.entry_key(kernel.key, {"plan": plan.mode, "kernel": "fwd"}, target)
+    path = directory / f"k_{key[:40]}.py"
+    state = "cached" if path.is_file() else "not generated yet: the first call generates it"
+    rows.append(("entry", f"{path.name} ({target}; {state})"))
+    rows.append(("code", "add --emit to print the generated Triton module"))
+    print(f"{pattern.name}({params_text})")
+    width = max(len(r[0]) for r in rows)
+    for label, text in rows:
+        print(f"  {label:<{width}}  {text}".rstrip())
     return 0
 
 

@@ -3,8 +3,14 @@
 Everything here works on a :class:`CellGrid`: the number of allowed (query, key) pairs in every cell of a
 grid laid over one (batch, head) slice of the mask. A cell is one element when the mask is small enough
 to draw element by element, otherwise a `row_step x col_step` tile (steps are powers of two, so tiles line
-up with kernel blocks). The mask is evaluated with the dense reference in chunks of rows, so drawing a
-long sequence never materialises the whole [q_len, kv_len] matrix at once.
+up with kernel blocks). There are two ways to fill one:
+
+* :func:`mask_cells` evaluates the mask with the dense reference, in chunks of rows (exact, but it visits
+  every pair, so it is capped at ``MAX_ELEMENTS`` pairs);
+* :func:`tile_cells` reads the closed-form block mask (:meth:`attnpat.Pattern.block_mask`) with the cells
+  as its tiles: EMPTY and FULL tiles cost nothing, PARTIAL tiles are counted point by point when that
+  is affordable, and otherwise drawn as "some" without counting. It has no size cap: a 64K x 64K sliding
+  window is drawn in well under a second.
 
 The PNG writer is pure Python (zlib + struct): a palette image, no extra dependency.
 """
@@ -22,7 +28,7 @@ from .errors import ArgumentError
 from .reference import prepare_inputs, query_positions
 
 __all__ = [
-    "CellGrid", "mask_cells", "pool", "steps_for", "render_text", "legend", "SYMBOLS",
+    "CellGrid", "mask_cells", "tile_cells", "pool", "steps_for", "render_text", "legend", "SYMBOLS",
     "png_bytes", "png_layout", "write_png", "MAX_ELEMENTS",
 ]
 
@@ -44,6 +50,9 @@ class CellGrid:
         q_len, kv_len: the mask's shape.
         q_start: absolute query position of row 0 (kv_len - q_len unless a q_offset was given).
         row_step, col_step: queries and keys per cell (1 and 1 = element level).
+        exact: whether counts are exact pair counts. A tile-level grid whose PARTIAL tiles were too many to
+            count holds 0 (EMPTY), 1 (PARTIAL) or the cell size (FULL) instead: the levels, and the levels
+            of any coarsening, are still right, and :attr:`allowed_range` bounds the allowed pairs.
     """
 
     counts: torch.Tensor
@@ -53,10 +62,22 @@ class CellGrid:
     q_start: int
     row_step: int = 1
     col_step: int = 1
+    exact: bool = True
+    bounds: tuple[int, int] | None = None   # (fewest, most) allowed pairs, from the finest grid (not exact)
 
     @property
     def allowed(self) -> int:
+        """Allowed pairs (only meaningful when `exact`; see allowed_range)."""
         return int(self.counts.sum())
+
+    @property
+    def allowed_range(self) -> tuple[int, int]:
+        """(fewest, most) allowed pairs: equal when exact, else FULL cells to non-empty cells."""
+        if self.exact:
+            return self.allowed, self.allowed
+        if self.bounds is not None:
+            return self.bounds
+        return int(self.sizes[self.counts == self.sizes].sum()), int(self.sizes[self.counts > 0].sum())
 
     @property
     def total(self) -> int:
@@ -84,8 +105,9 @@ class CellGrid:
             raise ArgumentError(f"cannot pool {self.row_step} x {self.col_step} cells into "
                                 f"{row_step} x {col_step} cells")
         fr, fc = row_step // self.row_step, col_step // self.col_step
+        bounds = None if self.exact else self.allowed_range
         return CellGrid(_sum_tiles(self.counts, fr, fc), _sum_tiles(self.sizes, fr, fc), self.q_len, self.kv_len,
-                        self.q_start, row_step, col_step)
+                        self.q_start, row_step, col_step, self.exact, bounds)
 
     def row_position(self, r: int) -> int:
         """Absolute query position of the first query in cell row r."""
@@ -170,6 +192,50 @@ def mask_cells(pattern, q_len: int, kv_len: int, *, row_step: int = 1, col_step:
     counts = torch.cat(parts, dim=0)
     sizes = torch.outer(_sizes(q_len, row_step), _sizes(kv_len, col_step))
     return CellGrid(counts, sizes, q_len, kv_len, q_start, row_step, col_step)
+
+
+def _fine_step(length: int, step: int, cells: int) -> int:
+    """The smallest power-of-two divisor of `step` with at most `cells` cells over `length` positions."""
+    while step > 1 and -(-length // (step // 2)) <= cells:
+        step //= 2
+    return step
+
+
+def tile_cells(pattern, q_len: int, kv_len: int, *, row_step: int, col_step: int, batch_index: int = 0,
+               head: int = 0, batch: int | None = None, q_offset: int | None = None,
+               inputs: dict[str, object] | None = None, count_budget: int = 1 << 25,
+               fine_cells: int = 512) -> CellGrid:
+    """Like :func:`mask_cells`, from the pattern's closed-form block mask: no N^2 work, no size cap.
+
+    The block mask is lowered with tiles as fine as `fine_cells` per axis allows (down to the cell size),
+    its FULL and EMPTY tiles taken as they are, and its PARTIAL tiles counted point by point when that
+    evaluates at most `count_budget` points -- otherwise the grid is not exact (see :class:`CellGrid`) but
+    its levels are. The fine grid is then pooled into row_step x col_step cells.
+    """
+    from .compiler.analysis import tile_grid
+    for name, v, lo in (("q_len", q_len, 1), ("kv_len", kv_len, 1), ("row_step", row_step, 1),
+                        ("col_step", col_step, 1), ("batch_index", batch_index, 0), ("head", head, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
+    batch = batch_index + 1 if batch is None else batch
+    if batch_index >= batch:
+        raise ArgumentError(f"batch index {batch_index} is out of range: the inputs are given for "
+                            f"{batch} batch element{'s' if batch != 1 else ''}")
+    fine_row, fine_col = row_step, col_step
+    if not (row_step & (row_step - 1) or col_step & (col_step - 1)):   # powers of two: pool a finer grid
+        fine_row, fine_col = _fine_step(q_len, row_step, fine_cells), _fine_step(kv_len, col_step, fine_cells)
+    kinds, counts, q_start = tile_grid(pattern, q_len, kv_len, block_q=fine_row, block_k=fine_col,
+                                       batch_index=batch_index, head=head, batch=batch, q_offset=q_offset,
+                                       inputs=inputs, count_budget=count_budget)
+    sizes = torch.outer(_sizes(q_len, fine_row), _sizes(kv_len, fine_col))
+    if counts is not None:
+        grid = CellGrid(torch.from_numpy(counts), sizes, q_len, kv_len, q_start, fine_row, fine_col)
+    else:
+        kinds = torch.from_numpy(kinds.astype("int64"))
+        marks = torch.where(kinds == 2, sizes, (kinds == 1).to(torch.int64))
+        bounds = (int(sizes[kinds == 2].sum()), int(sizes[kinds > 0].sum()))
+        grid = CellGrid(marks, sizes, q_len, kv_len, q_start, fine_row, fine_col, exact=False, bounds=bounds)
+    return grid if (fine_row, fine_col) == (row_step, col_step) else grid.coarsen(row_step, col_step)
 
 
 # -- terminal -------------------------------------------------------------------------------------------

@@ -197,8 +197,11 @@ def _lin(cq: int, ck: int, lo: int | None, hi: int | None, span: Span | None) ->
     hi = None if hi is None else hi // g
     if cq < 0 or (cq == 0 and ck < 0):
         cq, ck, lo, hi = -cq, -ck, (None if hi is None else -hi), (None if lo is None else -lo)
-    if (cq, ck) == (0, 1) and lo is not None and lo <= 0:
-        lo = None   # keys are never negative
+    if (cq, ck) == (0, 1):   # keys are never negative
+        if hi is not None and hi < 0:
+            return FALSE
+        if lo is not None and lo <= 0:
+            lo = None
     if lo is not None and hi is not None and lo > hi:
         return FALSE
     if lo is None and hi is None:

@@ -419,3 +419,170 @@ def test_mask_cells_chunks_match_dense(monkeypatch):
     assert torch.equal(grid.coarsen(4, 8).counts, coarse.counts)
     assert torch.equal(grid.coarsen(4, 8).sizes, coarse.sizes)
     assert coarse.sizes.sum() == 13 * 20
+
+
+# -- explain ---------------------------------------------------------------------------------------------
+
+def test_explain_report(capsys, attn):
+    path = attn(WINDOW)
+    status, out, err = run(capsys, "explain", f"{path}:window", "--set", "w=8", "--q-len", 256, "--layers", 3,
+                           "--block-q", 32, "--block-k", 16)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "window(w=8)  q_len=256 kv_len=256"
+    text = "\n".join(lines)
+    # 8 keys per query once the window is full: 36 + 248 * 8 allowed pairs
+    allowed = 36 + 248 * 8
+    assert f"density     {100 * allowed / 256 ** 2:.2f}% of pairs allowed ({allowed:,} of 65,536)" in text
+    assert "tiles       32 x 16:" in text and "efficiency" in text
+    assert "canonical   0 <= q - k <= 7" in text
+    assert "look-back   7 positions: a decoder's KV cache needs 8 entries" in text
+    assert "look-ahead  0 (causal: no query sees a later key)" in text
+    assert "empty rows  none: every query attends to at least one key" in text
+    assert "receptive   after 3 layers: 21 positions back from the last query (q = 255)" in text
+    assert "FLOPs       kernel" in text and "of full causal attention" in text
+    assert lines[-1].startswith("(analysed in ")
+
+
+def test_explain_json(capsys):
+    import json
+    from attnpat.compiler.analysis import analyze
+    status, out, err = run(capsys, "explain", "per_head", "--set", "windows=[2, 5]", "--q-len", 40,
+                           "--kv-len", 64, "--heads", 3, "--head-dim", 64, "--json", "--layers", 2)
+    assert status == 0, err
+    d = json.loads(out)
+    a = analyze(attnpat.load("per_head", windows=(2, 5)), 40, 64, heads=3, head_dim=64, layers=2)
+    assert d == json.loads(json.dumps(a.to_dict()))
+    assert d["pattern"] == "per_head(windows=[2, 5])" and d["heads"] == 3 and d["q_start"] == 24
+    assert d["lookback"] == 4 and d["kv_cache"] == 5 and d["variants"] == 2
+    assert d["flops"]["kernel"] == 4 * 64 * d["tile_pairs"]
+
+
+def test_explain_inputs_and_errors(capsys, attn):
+    path = attn(WINDOW)
+    status, _, err = run(capsys, "explain", f"{path}:docs", "--q-len", 6)
+    assert status == 1 and "needs runtime input 'doc'" in err and "--input doc=" in err
+    status, out, err = run(capsys, "explain", f"{path}:docs", "--q-len", 5, "--input", "doc=0x2,1x3")
+    assert status == 0, err
+    assert "density     36.0% of pairs allowed (9 of 25)" in out and "input doc=0x2,1x3" in out
+    # a [batch, length] input sets the batch
+    status, out, err = run(capsys, "explain", f"{path}:docs", "--q-len", 3, "--input", "doc=0,0,0/0,1,1",
+                           "--json")
+    assert status == 0, err
+    assert '"batch": 2' in out and '"allowed": 10' in out
+    status, _, err = run(capsys, "explain", f"{path}:docs", "--q-len", 3, "--input", "doc=0,0,0/0,1,1",
+                         "--batch", 3)
+    assert status == 1 and "--batch 3 does not match" in err
+    status, _, err = run(capsys, "explain", f"{path}:nodefault", "--q-len", 4)
+    assert status == 1 and "has no default" in err
+    assert main(["explain", "causal"]) == 2          # --q-len is required
+    capsys.readouterr()
+
+
+# -- compile ---------------------------------------------------------------------------------------------
+
+def _code_names(source: str) -> set[str]:
+    """The identifiers of a Python module's code: comments and strings (the docstring) left out."""
+    import io
+    import tokenize
+    return {t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.NAME}
+
+
+def test_compile_emit(capsys, attn):
+    status, out, err = run(capsys, "compile", "document", "--emit")
+    assert status == 0, err
+    assert "def attn_fwd(" in out and "@triton.jit" in out
+    compile(out, "<emitted>", "exec")        # it is a Python module
+    names = _code_names(out)
+    assert "doc" not in names and "in0_q" in names
+    assert out.rstrip("\n") == attnpat.compile(attnpat.load("document")).source().rstrip("\n")
+    # user-chosen names never reach the code: inputs become in0, in1, ...; parameters are folded
+    path = attn("pattern my_pattern(my_window: int = 5):\n    input secret_ids: int[k]\n"
+                "    input other_flag: int[q]\n"
+                "    mask (causal and secret_ids[q] == secret_ids[k] and q - k < my_window) or k < other_flag[q]\n")
+    status, out, err = run(capsys, "compile", path, "--set", "my_window=7", "--emit")
+    assert status == 0, err
+    names = _code_names(out)
+    assert not names & {"secret_ids", "other_flag", "my_window", "my_pattern"}
+    assert {"In0", "In1"} <= names and "In2" not in names
+
+
+def test_compile_plan(capsys, attn, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNPAT_CACHE_DIR", str(tmp_path / "cache"))
+    status, out, err = run(capsys, "compile", "sliding_window", "--set", "window=64")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "sliding_window(window=64)"
+    text = "\n".join(lines)
+    assert "canonical  0 <= q - k <= 63" in text
+    assert f"key        {attnpat.load('sliding_window', window=64).key}" in text
+    assert "plan       band:" in text and "keys q_lo - 63 <= k <= q_hi" in text
+    assert f"cache      {tmp_path / 'cache'}" in text
+    assert "entry      k_" in text and "not generated yet" in text
+    assert not (tmp_path / "cache").exists()     # explaining the plan writes nothing
+    status, out, err = run(capsys, "compile", "document")
+    assert status == 0, err
+    assert "plan       table:" in out and "inputs     doc: int[k] -> in0" in out
+    status, out, _ = run(capsys, "compile", "per_head")
+    assert "reads      h (the predicate depends on the head)" in out
+    status, _, err = run(capsys, "compile", "sliding_window", "--set", "window=0")
+    assert status == 1 and "requirement of 'sliding_window' failed" in err
+
+
+# -- show at tile level ----------------------------------------------------------------------------------
+
+def test_show_png_tile_level_is_fast(capsys, tmp_path):
+    import time
+    attnpat.load("sliding_window", window=4096).canonical    # simplification (sympy) is not what is timed
+    out_png = tmp_path / "sw.png"
+    start = time.perf_counter()
+    status, out, err = run(capsys, "show", "sliding_window", "--q-len", 65536, "--png", out_png)
+    elapsed = time.perf_counter() - start
+    assert status == 0, err
+    assert elapsed < 5.0, elapsed      # a guard against N^2 work (64K^2 pairs), not a benchmark
+    lines = out.splitlines()
+    allowed = 4096 * 4097 // 2 + (65536 - 4096) * 4096
+    assert lines[0] == f"sliding_window(window=4096)  q_len=65536 kv_len=65536  density 6.1% ({allowed} of " \
+                       f"{65536 ** 2} pairs)"
+    assert f"wrote {out_png}: 512x512 pixels, 1x1 per 128x128 tile" in out
+    data = out_png.read_bytes()
+    assert struct.unpack(">II", data[16:24]) == (512, 512)
+    rows = grid_rows(out)
+    assert rows[0].split()[1].startswith("▒") and rows[-1].split()[1].endswith("▒")
+
+
+def test_show_without_size_cap(capsys):
+    # Far beyond the dense drawing's cap: drawn from the block mask; too many partial tiles to count here.
+    status, out, err = run(capsys, "show", "dilated", "--set", "window=4096", "--q-len", 1 << 20, "--ascii",
+                           "--width", 16, "--height", 8)
+    assert status == 0, err
+    assert "tile level" in out.splitlines()[0] and "% to " in out.splitlines()[0]
+    rows = grid_rows(out)
+    assert len(rows) == 8 and rows[0].split()[1] == "++" + "." * 14
+
+
+@pytest.mark.parametrize("spec, kw, q_len, kv_len, extra", [
+    ("/heads", {}, 300, 300, {"head": 1}),
+    ("sliding_window", {"window": 37}, 130, 300, {}),
+    ("dilated", {"window": 9, "dilation": 3}, 257, 257, {}),
+    ("document", {}, 200, 333, {"inputs": {"doc": [i // 50 for i in range(333)]}}),
+    ("prefix_lm_dynamic", {}, 100, 100, {"inputs": {"prefix_len": [[7] * 100, [40] * 100]}, "batch": 2,
+                                         "batch_index": 1}),
+])
+def test_tile_cells_match_dense_cells(attn, spec, kw, q_len, kv_len, extra):
+    if spec == "/heads":
+        p = attnpat.load(attn(WINDOW), "heads")
+    else:
+        p = attnpat.load(spec, **kw)
+    for row_step, col_step in ((1, 1), (4, 8), (64, 32)):
+        dense = draw.mask_cells(p, q_len, kv_len, row_step=row_step, col_step=col_step, **extra)
+        tiles = draw.tile_cells(p, q_len, kv_len, row_step=row_step, col_step=col_step, **extra)
+        assert tiles.exact and (tiles.row_step, tiles.col_step) == (row_step, col_step)
+        assert tiles.counts.tolist() == dense.counts.tolist() and tiles.q_start == dense.q_start
+        # without counting the partial tiles: the same levels, and bounds around the allowed pairs
+        rough = draw.tile_cells(p, q_len, kv_len, row_step=row_step, col_step=col_step, count_budget=0,
+                                **extra)
+        lo, hi = rough.allowed_range
+        assert lo <= dense.allowed <= hi
+        # the block mask is sound: only a PARTIAL verdict may be loose
+        assert ((rough.levels == 1) | (rough.levels == dense.levels)).all()

@@ -1,0 +1,578 @@
+"""Analysis users can read: what a pattern costs and what it lets a model see, at one shape.
+
+:func:`analyze` answers, for one pattern at one shape (q_len x kv_len, heads, batch, block size):
+
+* the **density** -- the exact fraction of (query, key) pairs that are allowed;
+* the **tiles** -- how many block_q x block_k tiles are EMPTY, PARTIAL and FULL, and the tile efficiency
+  (allowed pairs / pairs inside the non-empty tiles, the ones a block-sparse kernel computes);
+* the **FLOPs** of the kernel (4 * head_dim per computed pair: QK^T and PV) against full causal attention,
+  and the ideal (allowed pairs only);
+* the largest **look-back** and **look-ahead** of any query, hence the KV cache a decoder needs;
+* the **rows with no allowed key** (their output is 0);
+* the **receptive field** after L stacked layers: how far back information can reach the last query.
+
+Nothing here evaluates the N^2 points. Everything starts from the closed-form block mask
+(:meth:`attnpat.Pattern.block_mask`): a FULL tile contributes its whole area and its first and last key
+to every one of its rows without looking inside; only the PARTIAL tiles are evaluated point by point (with
+:func:`~attnpat.compiler.lower.evaluate_points`, in chunks). The cost is O(q_len + kv_len + tiles +
+partial tiles x block area); for a sliding window that is O(N * window), never O(N^2) unless the
+pattern itself has O(N^2) partial pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from ..errors import ArgumentError
+from .lower import BlockMask, evaluate_points, lower
+
+__all__ = ["Analysis", "analyze", "causal_pairs", "receptive_field", "tile_grid"]
+
+_BIG = np.int64(1) << 62
+_CHUNK_ELEMENTS = 1 << 22     # points evaluated per numpy call (about 32 MB of int64 temporaries)
+
+
+# -- the result ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyze` found; ``str(analysis)`` is the readable report, ``to_dict()`` the JSON.
+
+    Pair and row counts are summed over every (batch, head): a pattern that differs per head (per-head
+    windows) or per batch element (runtime inputs given per batch) is counted slice by slice.
+
+    Attributes:
+        pattern: the pattern with its bound parameters, e.g. ``sliding_window(window=4096)``.
+        canonical: the canonical mask text; ``key``: the canonical key (equal for equivalent spellings).
+        q_len, kv_len, q_start: the shape; query row i sits at absolute position q_start + i.
+        heads, batch, block_q, block_k, head_dim, layers: the other settings.
+        allowed: allowed (b, h, q, k) pairs; ``total``: all of them (batch * heads * q_len * kv_len).
+        tiles: {'EMPTY': .., 'PARTIAL': .., 'FULL': ..} summed over every (batch, head).
+        loose_partial: PARTIAL tiles that turned out, point by point, to be all allowed or all masked (the
+            block mask may leave a tile PARTIAL when it cannot prove more; the kernel still computes it).
+        tile_pairs: (q, k) pairs inside the non-empty tiles -- what the kernel computes.
+        causal_pairs: pairs full causal attention allows at this shape (closed form).
+        lookback: max over queries of q - (its smallest allowed key); None when no query has a key.
+        lookahead: max over queries of (its largest allowed key) - q, at least 0; None when no query has
+            a key.
+        max_keys: the most keys any single query attends to.
+        empty_rows: (b, h, query) rows with no allowed key; ``rows``: batch * heads * q_len.
+        receptive_field: how many positions back from the last query information can come after
+            ``layers`` stacked layers (an interval bound: exact for windows and causal masks, an upper
+            bound otherwise); None when it cannot be computed (see ``receptive_note``).
+        variants: distinct masks over the (batch, head) slices (each analysed once).
+        evaluated: points evaluated one by one (inside PARTIAL tiles) -- the analysis's own cost.
+    """
+
+    pattern: str
+    canonical: str
+    key: str
+    q_len: int
+    kv_len: int
+    q_start: int
+    heads: int
+    batch: int
+    block_q: int
+    block_k: int
+    head_dim: int
+    layers: int
+    allowed: int
+    total: int
+    tiles: dict
+    loose_partial: int
+    tile_pairs: int
+    causal_pairs: int
+    lookback: int | None
+    lookahead: int | None
+    max_keys: int
+    empty_rows: int
+    rows: int
+    receptive_field: int | None
+    receptive_note: str = ""
+    variants: int = 1
+    evaluated: int = 0
+
+    # -- derived numbers ---------------------------------------------------------------------------
+
+    @property
+    def density(self) -> Fraction:
+        """Allowed pairs / all pairs, exactly."""
+        return Fraction(self.allowed, self.total) if self.total else Fraction(0)
+
+    @property
+    def density_float(self) -> float:
+        return float(self.density)
+
+    @property
+    def tile_efficiency(self) -> float | None:
+        """Allowed pairs / pairs inside the non-empty tiles (1.0: the kernel computes no masked pair)."""
+        return self.allowed / self.tile_pairs if self.tile_pairs else None
+
+    @property
+    def flops_kernel(self) -> int:
+        """4 * head_dim * pairs in non-empty tiles: the forward kernel's QK^T and PV matmuls."""
+        return 4 * self.head_dim * self.tile_pairs
+
+    @property
+    def flops_ideal(self) -> int:
+        """4 * head_dim * allowed pairs: a kernel that computed only the allowed pairs."""
+        return 4 * self.head_dim * self.allowed
+
+    @property
+    def flops_causal(self) -> int:
+        """4 * head_dim * causal pairs: full causal attention at this shape (the usual baseline)."""
+        return 4 * self.head_dim * self.causal_pairs
+
+    @property
+    def flops_dense(self) -> int:
+        """4 * head_dim * all pairs: full (non-causal) attention."""
+        return 4 * self.head_dim * self.total
+
+    @property
+    def kernel_vs_causal(self) -> float | None:
+        return self.flops_kernel / self.flops_causal if self.causal_pairs else None
+
+    @property
+    def ideal_vs_causal(self) -> float | None:
+        return self.flops_ideal / self.flops_causal if self.causal_pairs else None
+
+    @property
+    def kv_cache(self) -> int | None:
+        """Entries a decoder's sliding KV cache needs to serve every query: look-back + 1."""
+        return None if self.lookback is None else self.lookback + 1
+
+    @property
+    def all_rows_attend(self) -> bool:
+        return self.empty_rows == 0
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Every field and derived number as JSON-ready values (the density also as 'num/den')."""
+        out = asdict(self)
+        out.update({
+            "density": self.density_float,
+            "density_exact": f"{self.density.numerator}/{self.density.denominator}",
+            "tile_efficiency": self.tile_efficiency,
+            "flops": {"kernel": self.flops_kernel, "ideal": self.flops_ideal, "causal": self.flops_causal,
+                      "dense": self.flops_dense, "kernel_vs_causal": self.kernel_vs_causal,
+                      "ideal_vs_causal": self.ideal_vs_causal},
+            "kv_cache": self.kv_cache,
+            "all_rows_attend": self.all_rows_attend,
+        })
+        return out
+
+    def report(self) -> str:
+        """The readable report (what ``attnpat explain`` prints)."""
+        lines = []
+        where = f"q_len={self.q_len} kv_len={self.kv_len}"
+        if self.heads > 1 or self.batch > 1:
+            where += f" heads={self.heads} batch={self.batch}"
+        lines.append(f"{self.pattern}  {where}")
+        if self.q_start != 0:
+            lines.append(f"  (query row i is at position q = i + {self.q_start})")
+        rows = []
+        rows.append(("canonical", self.canonical))
+        rows.append(("key", self.key))
+        slices = self.batch * self.heads
+        per = f" over {slices} (batch, head) slices" if slices > 1 else ""
+        if self.variants > 1:
+            per += f", {self.variants} distinct masks"
+        rows.append(("density", f"{_pct(self.density_float)} of pairs allowed "
+                                f"({_n(self.allowed)} of {_n(self.total)}{per})"))
+        t = self.tiles
+        n_tiles = t["EMPTY"] + t["PARTIAL"] + t["FULL"]
+        tiles = (f"{self.block_q} x {self.block_k}: {_n(t['FULL'])} full, {_n(t['PARTIAL'])} partial, "
+                 f"{_n(t['EMPTY'])} empty ({_pct((t['FULL'] + t['PARTIAL']) / n_tiles if n_tiles else 0)} "
+                 f"computed)")
+        rows.append(("tiles", tiles))
+        if self.loose_partial:
+            rows.append(("", f"{_n(self.loose_partial)} partial tiles are in fact all allowed or all masked"))
+        eff = self.tile_efficiency
+        rows.append(("efficiency", "no tile is computed" if eff is None else
+                     f"{_pct(eff)} of the pairs in computed tiles are allowed"))
+        d = self.head_dim
+        kv = self.kernel_vs_causal
+        iv = self.ideal_vs_causal
+        rows.append(("FLOPs", f"kernel {_flops(self.flops_kernel)}"
+                              + ("" if kv is None else f" = {_ratio(kv)} full causal attention")
+                              + f" (4 x head_dim {d} per computed pair)"))
+        rows.append(("", f"ideal {_flops(self.flops_ideal)}" + ("" if iv is None else f" = {_ratio(iv)} causal")
+                         + f"; full causal {_flops(self.flops_causal)}; dense {_flops(self.flops_dense)}"))
+        if self.lookback is None:
+            rows.append(("look-back", "no query attends to any key"))
+        else:
+            rows.append(("look-back", f"{_n(self.lookback)} positions: a decoder's KV cache needs "
+                                      f"{_n(self.kv_cache)} entries"
+                                      + ("" if self.lookahead == 0 else " (but the pattern looks ahead)")))
+            rows.append(("look-ahead", "0 (causal: no query sees a later key)" if self.lookahead == 0 else
+                         f"{_n(self.lookahead)} positions"))
+            rows.append(("keys/query", f"at most {_n(self.max_keys)}"))
+        if self.empty_rows == 0:
+            rows.append(("empty rows", "none: every query attends to at least one key"))
+        else:
+            rows.append(("empty rows", f"{_n(self.empty_rows)} of {_n(self.rows)} query rows attend to no key "
+                                       f"(their output is 0)"))
+        layers = f"{self.layers} layer{'s' if self.layers != 1 else ''}"
+        if self.receptive_field is None:
+            rows.append(("receptive", f"after {layers}: unknown ({self.receptive_note})"))
+        else:
+            last = self.q_start + self.q_len - 1
+            rows.append(("receptive", f"after {layers}: {_n(self.receptive_field)} positions back from the last "
+                                      f"query (q = {_n(last)})"))
+            if self.receptive_note:
+                rows.append(("", self.receptive_note))
+        width = max(len(r[0]) for r in rows)
+        lines += [f"  {label:<{width}}  {text}".rstrip() for label, text in rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _pct(x: float) -> str:
+    p = 100 * x
+    if p == 0 or p >= 10 or p == 100:
+        return f"{p:.1f}%" if p not in (0, 100) else f"{p:.0f}%"
+    if p >= 0.1:
+        return f"{p:.2f}%"
+    return f"{p:.3g}%"
+
+
+def _ratio(x: float) -> str:
+    return f"{_pct(x)} of" if x <= 1 else f"{x:.2f}x"
+
+
+def _flops(n: int) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} FLOP"
+
+
+# -- closed forms --------------------------------------------------------------------------------------
+
+
+def causal_pairs(q_len: int, kv_len: int, q_start: int) -> int:
+    """Pairs (row i, key k) with 0 <= k <= q_start + i and k < kv_len, summed in closed form.
+
+    Row i (at position p = q_start + i) has clamp(p + 1, 0, kv_len) causal keys: 0 while p < 0, p + 1 up
+    to p = kv_len - 1, then kv_len.
+    """
+    if q_len <= 0 or kv_len <= 0:
+        return 0
+    a, b = q_start, q_start + q_len - 1
+    total = 0
+    lo, hi = max(a, 0), min(b, kv_len - 1)            # rows with p + 1 keys
+    if lo <= hi:
+        total += (hi - lo + 1) * (lo + hi + 2) // 2
+    lo = max(a, kv_len)                               # rows that see every key
+    if lo <= b:
+        total += (b - lo + 1) * kv_len
+    return total
+
+
+def receptive_field(last: int, first_min: int, first_max: int, earliest: np.ndarray, latest: np.ndarray,
+                    layers: int) -> int:
+    """How far back from position `last` information can come after `layers` layers.
+
+    Args:
+        last: the position of the query asked about.
+        first_min, first_max: its smallest and largest allowed key (first_min > first_max: none).
+        earliest, latest: for every position p in [0, P) used as a query in the layers below, its smallest
+            and largest allowed key (earliest > latest for a row with no key).
+    Returns:
+        last - lo, where [lo, hi] is the interval reached: I_1 = [last] joined with the last query's keys,
+        I_{i+1} = I_i joined with [min earliest, max latest] over the positions of I_i. Reachable sets are
+        kept as intervals, which is exact when every query's keys form an interval that moves monotonically
+        with the query (windows, causal, chunks) and an upper bound otherwise. Each position is folded in
+        once, so the cost is O(P) whatever `layers` is.
+    """
+    lo = hi = last
+    if first_min <= first_max:
+        lo, hi = min(lo, first_min), max(hi, first_max)
+    n = len(earliest)
+    seen_lo, seen_hi = 0, -1          # positions already folded into emin / lmax
+    emin, lmax = _BIG, -_BIG
+    for _ in range(layers - 1):
+        a, b = max(lo, 0), min(hi, n - 1)
+        if a > b:
+            break
+        if seen_lo > seen_hi:
+            parts = [(a, b)]
+        else:
+            parts = [(a, seen_lo - 1), (seen_hi + 1, b)]
+        for x, y in parts:
+            if x <= y:
+                emin = min(emin, int(earliest[x:y + 1].min()))
+                lmax = max(lmax, int(latest[x:y + 1].max()))
+        seen_lo, seen_hi = a, b
+        new_lo, new_hi = min(lo, emin), max(hi, lmax)
+        if (new_lo, new_hi) == (lo, hi):
+            break
+        lo, hi = new_lo, new_hi
+    return last - lo
+
+
+# -- lowering with the variants kept --------------------------------------------------------------------
+
+
+def _lowered(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, heads: int, batch: int,
+             q_offset: int | None, inputs: dict):
+    """Like Pattern.block_mask, but also returns, for each stored variant, the IR and the input tables
+    it was lowered from (what evaluating its PARTIAL tiles needs)."""
+    from ..reference import prepare_inputs, query_positions
+    pattern.canonical   # raise EmptyPatternError early
+    for name, v in (("q_len", q_len), ("kv_len", kv_len), ("heads", heads), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
+            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, "
+                                f"got {v!r}")
+    tensors = prepare_inputs(pattern.checked, q_len, kv_len, batch, inputs)
+    axes = pattern.inputs
+    per_batch = [
+        {n: (axes[n], t[min(b, t.shape[0] - 1)].numpy()) for n, t in tensors.items()}
+        for b in range(batch)
+    ] if tensors else [{}]
+    batch_varies = any(t.shape[0] > 1 for t in tensors.values())
+    variants, assignment = pattern._variants(heads, batch)
+    if batch_varies:
+        assignment[:, :, 1] = np.arange(batch)[:, None]
+    q_start = query_positions(q_len, kv_len, q_offset)
+    bm = lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k, q_start=q_start,
+               inputs_per_batch=per_batch)
+    sources = [None] * bm.num_variants
+    for b in range(batch):
+        for h in range(heads):
+            v = int(bm.variant[b, h])
+            if sources[v] is None:
+                sources[v] = (variants[int(assignment[b, h, 0])], per_batch[int(assignment[b, h, 1])])
+    return bm, sources
+
+
+@dataclass
+class _Rows:
+    """Per-row facts of one stored variant."""
+
+    allowed: int          # allowed pairs
+    tile_pairs: int       # pairs inside non-empty tiles
+    loose: int            # PARTIAL tiles that are all allowed or all masked
+    evaluated: int        # points evaluated
+    count: np.ndarray     # int64 [q_len]: allowed keys per row
+    kmin: np.ndarray      # int64 [q_len]: smallest allowed key (_BIG if none)
+    kmax: np.ndarray      # int64 [q_len]: largest allowed key (-1 if none)
+    partial: np.ndarray   # int64 [PARTIAL tiles]: allowed pairs of each PARTIAL tile, in CSR order
+
+
+def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
+    """Counts and first/last allowed keys per row of variant v: FULL tiles in closed form, PARTIAL tiles
+    point by point (chunked)."""
+    q_len, kv_len, bq, bk, q_start = bm.q_len, bm.kv_len, bm.block_q, bm.block_k, bm.q_start
+    nqb, nkb = bm.num_q_blocks, bm.num_k_blocks
+    rows_in = np.minimum(bq, q_len - np.arange(nqb, dtype=np.int64) * bq)
+    cols_in = np.minimum(bk, kv_len - np.arange(nkb, dtype=np.int64) * bk)
+
+    # FULL tiles: every row of the block sees every key of the tile.
+    fptr = bm.full_ptr[v]
+    fcount = np.diff(fptr)
+    fidx = bm.full_idx[fptr[0]:fptr[-1]].astype(np.int64)
+    fqb = np.repeat(np.arange(nqb, dtype=np.int64), fcount)
+    width = np.bincount(fqb, weights=cols_in[fidx], minlength=nqb).astype(np.int64)
+    full_allowed = int((rows_in * width).sum())
+    first = np.full(nqb, _BIG, np.int64)
+    last = np.full(nqb, -1, np.int64)
+    has = fcount > 0
+    if has.any():   # a block's first and last FULL key blocks (its columns are sorted)
+        first[has] = fidx[fptr[:-1][has] - fptr[0]] * bk
+        last[has] = np.minimum((fidx[fptr[1:][has] - fptr[0] - 1] + 1) * bk, kv_len) - 1
+    count = np.repeat(width, rows_in)
+    kmin = np.repeat(first, rows_in).astype(np.int64)
+    kmax = np.repeat(last, rows_in).astype(np.int64)
+
+    # PARTIAL tiles, point by point.
+    pptr = bm.partial_ptr[v]
+    pidx = bm.partial_idx[pptr[0]:pptr[-1]].astype(np.int64)
+    pqb = np.repeat(np.arange(nqb, dtype=np.int64), np.diff(pptr))
+    tile_pairs = full_allowed + int((rows_in[pqb] * cols_in[pidx]).sum())
+    allowed = full_allowed
+    loose = 0
+    per_tiles = []
+    dk = np.arange(bk, dtype=np.int64)
+    chunk = max(1, _CHUNK_ELEMENTS // (bq * bk))          # tiles per numpy call
+    row_step = bq if bq * bk <= _CHUNK_ELEMENTS else max(1, _CHUNK_ELEMENTS // bk)   # rows of a huge tile
+    for s in range(0, len(pidx), chunk):
+        tq, tk = pqb[s:s + chunk], pidx[s:s + chunk]
+        col = tk[:, None] * bk + dk[None, :]                  # [T, bk] key positions
+        col_ok = col < kv_len
+        kpos = np.minimum(col, kv_len - 1)
+        per_tile = np.zeros(len(tq), np.int64)
+        for r0 in range(0, bq, row_step):
+            dq = np.arange(r0, min(r0 + row_step, bq), dtype=np.int64)
+            row = tq[:, None] * bq + dq[None, :]              # [T, R] row indices
+            row_ok = row < q_len
+            qpos = q_start + np.minimum(row, q_len - 1)
+            m = evaluate_points(ir, qpos[:, :, None], kpos[:, None, :], inputs, q_start)
+            m = np.broadcast_to(m, (len(tq), len(dq), bk)) & row_ok[:, :, None] & col_ok[:, None, :]
+            per_row = m.sum(axis=2, dtype=np.int64)          # [T, R]
+            any_row = per_row > 0
+            lo = tk[:, None] * bk + m.argmax(axis=2)
+            hi = tk[:, None] * bk + (bk - 1 - m[:, :, ::-1].argmax(axis=2))
+            flat = np.minimum(row, q_len - 1).ravel()         # rows past q_len count nothing
+            count += np.bincount(flat, weights=per_row.ravel(), minlength=q_len).astype(np.int64)
+            np.minimum.at(kmin, flat, np.where(any_row, lo, _BIG).ravel())
+            np.maximum.at(kmax, flat, np.where(any_row, hi, -1).ravel())
+            per_tile += per_row.sum(axis=1)
+        per_tiles.append(per_tile)
+        allowed += int(per_tile.sum())
+        loose += int(((per_tile == 0) | (per_tile == rows_in[tq] * cols_in[tk])).sum())
+    partial = np.concatenate(per_tiles) if per_tiles else np.zeros(0, np.int64)
+    evaluated = int((rows_in[pqb] * cols_in[pidx]).sum())
+    return _Rows(allowed, tile_pairs, loose, evaluated, count, kmin, kmax, partial)
+
+
+def tile_grid(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, batch_index: int = 0,
+              head: int = 0, batch: int = 1, q_offset: int | None = None, inputs: dict | None = None,
+              count_budget: int = 1 << 25):
+    """The tiles of one (batch element, head) slice, for drawings of long sequences.
+
+    Returns:
+        (kinds, counts, q_start): kinds is uint8 [Q_blocks, K_blocks] (0 EMPTY, 1 PARTIAL, 2 FULL, from
+        the closed-form block mask); counts is int64 of the same shape with the exact allowed pairs of each
+        tile -- FULL tiles by their area, PARTIAL ones point by point -- or None when that would evaluate
+        more than `count_budget` points.
+    """
+    bm, sources = _lowered(pattern, q_len, kv_len, block_q=block_q, block_k=block_k, heads=head + 1,
+                           batch=batch, q_offset=q_offset, inputs=dict(inputs or {}))
+    v = int(bm.variant[batch_index, head])
+    kinds = bm.to_dense(batch=batch_index)[head]
+    pptr = bm.partial_ptr[v]
+    n_partial = int(pptr[-1] - pptr[0])
+    if n_partial * block_q * block_k > count_budget:
+        return kinds, None, bm.q_start
+    rows_in = np.minimum(block_q, q_len - np.arange(bm.num_q_blocks, dtype=np.int64) * block_q)
+    cols_in = np.minimum(block_k, kv_len - np.arange(bm.num_k_blocks, dtype=np.int64) * block_k)
+    counts = np.where(kinds == 2, rows_in[:, None] * cols_in[None, :], 0).astype(np.int64)
+    if n_partial:
+        ir, ins = sources[v]
+        scan = _scan(bm, v, ir, ins)
+        pqb = np.repeat(np.arange(bm.num_q_blocks), np.diff(pptr))
+        counts[pqb, bm.partial_idx[pptr[0]:pptr[-1]]] = scan.partial
+    return kinds, counts, bm.q_start
+
+
+# -- analyze ---------------------------------------------------------------------------------------------
+
+
+def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, batch: int = 1,
+            q_offset: int | None = None, layers: int = 1, block_q: int = 128, block_k: int = 64,
+            head_dim: int = 128, **inputs) -> Analysis:
+    """Analyse a pattern at one shape without evaluating its N^2 points.
+
+    Args:
+        pattern: a :class:`attnpat.Pattern`, or a FILE_OR_NAME[:PATTERN] string for :func:`attnpat.load`.
+        q_len, kv_len: sequence lengths (kv_len defaults to q_len); query row i sits at absolute position
+            i + (kv_len - q_len), or i + q_offset when given.
+        heads, batch: counts are summed over every (batch, head); per-head and per-batch masks are
+            analysed one distinct mask at a time.
+        layers: stacked layers for the receptive field (>= 1).
+        block_q, block_k: the kernel's tile (the forward kernel's default is 128 x 64).
+        head_dim: D in the FLOP counts (4 * D per computed pair).
+        **inputs: the pattern's runtime inputs (e.g. doc=tensor of ids), as for Pattern.block_mask.
+    Returns:
+        an :class:`Analysis`.
+    """
+    if isinstance(pattern, str):
+        from ..pattern import load
+        pattern = load(pattern)
+    kv_len = q_len if kv_len is None else kv_len
+    for name, v, lo in (("layers", layers, 1), ("head_dim", head_dim, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
+    bm, sources = _lowered(pattern, q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
+                           q_offset=q_offset, inputs=inputs)
+    q_start = bm.q_start
+    uses = np.bincount(bm.variant.ravel(), minlength=bm.num_variants)
+    scans = [_scan(bm, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
+
+    allowed = sum(int(u) * s.allowed for u, s in zip(uses, scans))
+    tile_pairs = sum(int(u) * s.tile_pairs for u, s in zip(uses, scans))
+    loose = sum(int(u) * s.loose for u, s in zip(uses, scans))
+    empty_rows = sum(int(u) * int((s.count == 0).sum()) for u, s in zip(uses, scans))
+    qpos = q_start + np.arange(q_len, dtype=np.int64)
+    lookback = lookahead = None
+    max_keys = 0
+    for s in scans:
+        some = s.count > 0
+        if some.any():
+            back = int((qpos[some] - s.kmin[some]).max())
+            ahead = int((s.kmax[some] - qpos[some]).max())
+            lookback = max(back, 0) if lookback is None else max(lookback, back)
+            lookahead = max(ahead, 0) if lookahead is None else max(lookahead, ahead)
+            max_keys = max(max_keys, int(s.count.max()))
+
+    field_, note, extra = _receptive(pattern, bm, scans, layers, heads=heads, batch=batch, block_q=block_q,
+                              block_k=block_k, inputs=inputs)
+    params = ", ".join(f"{k}={_describe(v)}" for k, v in pattern.params.items())
+    return Analysis(
+        pattern=f"{pattern.name}({params})", canonical=pattern.canonical.text, key=pattern.canonical.key,
+        q_len=q_len, kv_len=kv_len, q_start=q_start, heads=heads, batch=batch, block_q=block_q,
+        block_k=block_k, head_dim=head_dim, layers=layers, allowed=allowed, total=batch * heads * q_len * kv_len,
+        tiles=bm.counts(), loose_partial=loose, tile_pairs=tile_pairs,
+        causal_pairs=batch * heads * causal_pairs(q_len, kv_len, q_start), lookback=lookback,
+        lookahead=lookahead, max_keys=max_keys, empty_rows=empty_rows, rows=batch * heads * q_len,
+        receptive_field=field_, receptive_note=note, variants=bm.num_variants,
+        evaluated=sum(s.evaluated for s in scans) + extra,
+    )
+
+
+def _describe(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, frozenset):
+        return "{" + ", ".join(map(str, sorted(v))) + "}"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return str(v)
+
+
+def _receptive(pattern, bm: BlockMask, scans: list[_Rows], layers: int, *, heads: int, batch: int,
+               block_q: int, block_k: int, inputs: dict) -> tuple[int | None, str, int]:
+    """The receptive field of the last query, the largest over batch elements (heads are merged: a layer's
+    output at a position mixes every head)."""
+    q_len, kv_len, q_start = bm.q_len, bm.kv_len, bm.q_start
+    if q_len == 0:
+        return None, "no queries", 0
+    last = q_start + q_len - 1
+    note, extra = "", 0
+    if layers == 1:
+        square, sq_scans = bm, scans
+    elif q_len == kv_len and q_start == 0:
+        square, sq_scans = bm, scans
+    elif any(axis == "q" for axis in pattern.inputs.values()):
+        return None, ("the layers below see every position as a query, but int[q] inputs are given only for "
+                      "the queries analysed; use q_len == kv_len"), 0
+    else:
+        # The layers below compute every key position as a query (self-attention over kv_len positions).
+        square, sources = _lowered(pattern, kv_len, kv_len, block_q=block_q, block_k=block_k, heads=heads,
+                                   batch=batch, q_offset=0, inputs=inputs)
+        sq_scans = [_scan(square, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
+        extra = sum(x.evaluated for x in sq_scans)
+        note = f"the layers below are taken as self-attention over all {kv_len:,} positions"
+    best = 0
+    for b in range(batch):
+        # The last query, merged over heads.
+        vs = [int(v) for v in bm.variant[b]]
+        first_min = min(int(scans[v].kmin[-1]) for v in vs)
+        first_max = max(int(scans[v].kmax[-1]) for v in vs)
+        sv = [int(v) for v in square.variant[b]]
+        earliest = np.minimum.reduce([sq_scans[v].kmin for v in sv])
+        latest = np.maximum.reduce([sq_scans[v].kmax for v in sv])
+        best = max(best, receptive_field(last, first_min, first_max, earliest, latest, layers))
+    return best, note, extra
