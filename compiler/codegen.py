@@ -132,6 +132,8 @@ def plan(canonical: Canonical) -> KernelPlan:
     # Opaque conditions (per-head bounds, chunks, runtime inputs) may cut the support far below the
     # linear band, which only a block mask sees: those patterns walk tables.
     band = fams is not None and 1 <= len(fams) <= 2 and all(lo or hi for lo, hi in fams) and not _has_opaque(ir)
+    if ir == Const(True):   # full attention: every key block, no tables, no predicate
+        band, fams = True, [((), ())]
     return KernelPlan(canonical.key, canonical.text, "band" if band else "table", canonical.inputs,
                       tuple(fams) if band else (), _ir_uses(ir, "h"), _ir_uses(ir, "b"))
 
