@@ -35,9 +35,16 @@ class Source:
     text: str
 
     def line(self, lineno: int) -> str:
-        """Return line `lineno` (1-based) without its newline, or '' if out of range."""
-        lines = self.text.splitlines()
-        return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+        """Return line `lineno` (1-based) without its newline, or '' if out of range.
+
+        Lines end at '\n' only (as the parser counts them): str.splitlines would also split at form
+        feeds, '\u2028' and lone '\r', and then point at the wrong line.
+        """
+        lines = self.text.split("\n")
+        if not 1 <= lineno <= len(lines):
+            return ""
+        line = lines[lineno - 1]
+        return line[:-1] if line.endswith("\r") else line
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +60,8 @@ class Span:
     def render(self) -> str:
         """Return the source line and a caret line under the span."""
         text = self.source.line(self.line)
-        if not text and self.line > 0:
-            return ""
+        if not text and not 1 <= self.line <= self.source.text.count("\n") + 1:
+            return ""   # a line past the end of the text: nothing to show
         start = max(self.column - 1, 0)
         if self.end_line == self.line and self.end_column > self.column:
             width = self.end_column - self.column

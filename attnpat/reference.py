@@ -31,6 +31,7 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
     (length q_len). Either may be 1-D (shared by the batch) or [batch, length].
     """
     declared = {d.name: d for d in checked.inputs}
+    inputs = {n: v for n, v in inputs.items() if n not in checked.unused_inputs}
     unknown = sorted(set(inputs) - set(declared))
     if unknown:
         have = ", ".join(sorted(declared)) or "none"

@@ -45,12 +45,15 @@ class CheckedPattern:
         params: the bound parameter values, in declaration order.
         inputs: the runtime inputs the expression reads (its own and those of patterns it calls).
         expr: the mask, over q, k, h, b, input subscripts and literals only.
+        unused_inputs: names of declared inputs that the bound parameters fold away; accepted at call time
+            (so callers need not know which parameter values use them) and ignored.
     """
 
     name: str
     params: tuple[tuple[str, Value], ...]
     inputs: tuple[N.InputDecl, ...]
     expr: N.Expr
+    unused_inputs: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return unparse_expr(self.expr)
@@ -133,14 +136,18 @@ def python_value(value: object, type_: str, where: str) -> Value:
         return ParameterError(f"{where} expects {expected}, got {value!r} ({type(value).__name__})")
 
     def as_int(x) -> int:
-        if isinstance(x, bool) or not hasattr(x, "__index__"):
+        # A bool is not an int here -- nor a numpy bool or a bool tensor (torch.tensor(True).__index__() is 1).
+        if (isinstance(x, bool) or not hasattr(x, "__index__")
+                or str(getattr(x, "dtype", "")) in ("bool", "torch.bool")):
             raise bad(f"{type_} of integers" if type_ in ("set", "list") else "an int")
         return int(x.__index__())
 
     if type_ == "int":
         return as_int(value)
     if type_ == "bool":
-        if isinstance(value, bool) or (hasattr(value, "__bool__") and type(value).__name__ == "bool_"):
+        # numpy's bool scalar is numpy.bool_ before numpy 2 and numpy.bool from numpy 2 on.
+        if isinstance(value, bool) or (type(value).__module__ == "numpy"
+                                       and type(value).__name__ in ("bool_", "bool")):
             return bool(value)
         raise bad("a bool (True or False)")
     if type_ in ("set", "list"):
@@ -658,4 +665,5 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
     bound = tuple((p.name, checker.params_out[p.name]) for p in pattern.params)
     used = _names(mask.expr)
     inputs = tuple(d for n, d in checker.inputs.items() if n in used)
-    return CheckedPattern(name, bound, inputs, mask.expr)
+    unused = tuple(sorted(n for n in checker.inputs if n not in used))
+    return CheckedPattern(name, bound, inputs, mask.expr, unused)

@@ -96,27 +96,69 @@ def _span_at(source: Source, line: int, column: int, width: int = 1) -> Span:
 
 
 def _end_span(source: Source) -> Span:
-    lines = source.text.rstrip("\n").splitlines() or [""]
-    return _span_at(source, len(lines), len(lines[-1]) + 1)
+    # Lines end at '\n' only, as lark counts them (see Source.line).
+    lines = source.text.rstrip("\r\n").split("\n")
+    return _span_at(source, len(lines), len(lines[-1].rstrip("\r")) + 1)
+
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _open_brackets(source: Source, line: int | None = None,
+                   column: int | None = None) -> list[tuple[str, int, int]]:
+    """Brackets still open before (line, column) (default: the end of the text): [(char, line, column)]."""
+    stack: list[tuple[str, int, int]] = []
+    for lineno, text in enumerate(source.text.split("\n"), start=1):
+        if line is not None and lineno > line:
+            break
+        for col, ch in enumerate(text.split("#", 1)[0], start=1):
+            if line is not None and lineno == line and col >= column:
+                break
+            if ch in _OPENERS:
+                stack.append((ch, lineno, col))
+            elif ch in _OPENERS.values() and stack and _OPENERS[stack[-1][0]] == ch:
+                stack.pop()
+    return stack
+
+
+def _never_closed(source: Source) -> PatternSyntaxError | None:
+    """The error for a bracket left open at the end of the file, pointing at the bracket."""
+    stack = _open_brackets(source)
+    if not stack:
+        return None
+    ch, line, col = stack[-1]
+    return PatternSyntaxError(f"'{ch}' was never closed", _span_at(source, line, col))
 
 
 def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
     if isinstance(exc, UnexpectedCharacters):
         ch = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
         what = "tab or space" if ch in " \t" else repr(ch)
-        return PatternSyntaxError(f"unexpected character {what}", _span_at(source, exc.line, exc.column))
+        hint = _CHAR_HINTS.get(ch, "")
+        return PatternSyntaxError(f"unexpected character {what}{hint}", _span_at(source, exc.line, exc.column))
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         expected = sorted({_describe_terminal(t) for t in exc.expected if not t.startswith("__")})
         hint = ""
+        if tok.type in ("$END", "_DEDENT"):
+            unclosed = _never_closed(source)
+            if unclosed is not None:
+                return unclosed
         if tok.type == "_INDENT":
             msg = "unexpected indentation"
+            expected = []   # the list of what may start a statement only confuses here
         elif tok.type == "$END":
             msg = "unexpected end of file"
+        elif set(exc.expected) <= {"_NL"} and _starts_unindented_body(source, tok):
+            msg, expected = f"expected an indented block after the pattern header, got {_token_text(tok)}", []
         else:
             msg = f"unexpected {_token_text(tok)}"
-        if expected and len(expected) <= 8:
+        if "INT" in exc.expected:   # every way to start an expression would do
+            hint = ", expected an expression"
+        elif expected and len(expected) <= 8:
             hint = f", expected {_join_or(expected)}"
+        if tok.type != "$END" and str(tok.value) == "=":
+            hint += " (to compare, write '==')"
         if tok.type == "$END" or tok.line is None or tok.line < 1:
             span = _end_span(source)
         elif tok.type == "_NL":
@@ -128,10 +170,41 @@ def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
             span = _span_at(source, line, 1, len(source.line(line)) - len(source.line(line).lstrip()) or 1)
         else:
             span = _span_at(source, tok.line, tok.column, len(str(tok.value)))
-        return PatternSyntaxError(msg + hint, span)
+        notes = ()
+        if (tok.type != "$END" and str(tok.value) in _KEYWORDS and "NAME" in exc.expected
+                and "INT" not in exc.expected):
+            notes = (f"'{tok.value}' is a reserved word and cannot be used as a name",)
+        if tok.line is not None and tok.line >= 1 and tok.type not in ("$END", "_DEDENT"):
+            earlier = [b for b in _open_brackets(source, tok.line, tok.column) if b[1] < tok.line]
+            if earlier:
+                ch, line, col = earlier[-1]
+                notes = (f"the '{ch}' at line {line}, column {col} is still open here",)
+        return PatternSyntaxError(msg + hint, span, notes)
     if isinstance(exc, UnexpectedEOF):
-        return PatternSyntaxError("unexpected end of file", _end_span(source))
+        return _never_closed(source) or PatternSyntaxError("unexpected end of file", _end_span(source))
     return PatternSyntaxError("invalid syntax", _end_span(source))
+
+
+_KEYWORDS = frozenset({"pattern", "require", "input", "mask", "and", "or", "not", "in", "True", "False"})
+
+_CHAR_HINTS = {
+    "&": " (write 'and')", "|": " (write 'or')", "!": " (write 'not', or '!=' to compare)",
+    "\u2212": " (a unicode minus: write '-')",
+    "'": " (the language has no strings)", '"': " (the language has no strings)",
+}
+
+
+def _starts_unindented_body(source: Source, tok: Token) -> bool:
+    """Whether `tok` starts a line right after a pattern header, at the header's indentation."""
+    if tok.line is None or tok.line < 2 or tok.type.startswith("_"):
+        return False
+    if source.line(tok.line)[:tok.column - 1].strip():
+        return False
+    previous = [source.line(i).split("#", 1)[0].rstrip() for i in range(1, tok.line)]
+    previous = [p for p in previous if p.strip()]
+    if not previous or not previous[-1].endswith(":") or not previous[-1].lstrip().startswith("pattern"):
+        return False
+    return tok.column - 1 <= len(previous[-1]) - len(previous[-1].lstrip())
 
 
 def _join_or(items: list[str]) -> str:
@@ -313,7 +386,11 @@ def _transform(tree, source: Source):
     except VisitError as exc:
         if isinstance(exc.orig_exc, PatternError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise PatternSyntaxError("expression nested too deeply", _end_span(source)) from None
         raise
+    except RecursionError:   # the transformer recurses once per nesting level: `- - - ... q`
+        raise PatternSyntaxError("expression nested too deeply", _end_span(source)) from None
 
 
 def parse_module(text: str, name: str = "<string>") -> N.Module:
@@ -333,10 +410,32 @@ def parse_expr(text: str, name: str = "<expr>") -> N.Expr:
     source = Source(name, text)
     if "\n" in text.strip():
         raise PatternSyntaxError("expected a single-line expression", _end_span(source))
+    # The expression starts on line `line` of the user's text; column c of the wrapper's line 2 is
+    # column c - shift there.
+    start = len(text) - len(text.lstrip())
+    line = text.count("\n", 0, start) + 1
+    shift = len("    mask ") - (start - (text.rfind("\n", 0, start) + 1))
     try:
         module = _transform(_tree(wrapped, Source(name, wrapped)), Source(name, wrapped))
     except PatternSyntaxError as exc:
         # Re-point the error at the user's text instead of the wrapper.
-        col = exc.span.column - 10 if exc.span is not None and exc.span.line == 2 else 1
-        raise PatternSyntaxError(exc.message, _span_at(source, 1, max(col, 1))) from None
-    return module.patterns[0].body[0].expr
+        if exc.span is not None and exc.span.line == 2:
+            width = exc.span.end_column - exc.span.column if exc.span.end_line == 2 else 1
+            span = _span_at(source, line, max(exc.span.column - shift, 1), width)
+        else:
+            span = _end_span(source)
+        raise PatternSyntaxError(exc.message, span, exc.notes) from None
+    return _respan(module.patterns[0].body[0].expr, source, line, shift)
+
+
+def _respan(node, source: Source, line: int, shift: int):
+    """Copy an expression parsed inside parse_expr's wrapper, its spans moved onto the user's text."""
+    if isinstance(node, tuple):
+        return tuple(_respan(x, source, line, shift) for x in node)
+    if not hasattr(node, "__dataclass_fields__"):
+        return node
+    fields = {f: _respan(getattr(node, f), source, line, shift)
+              for f in node.__dataclass_fields__ if f != "span"}
+    s = node.span
+    span = None if s is None else Span(source, line, s.column - shift, line, s.end_column - shift)
+    return type(node)(**fields, span=span)
