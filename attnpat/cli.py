@@ -844,6 +844,118 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- attnpat inspect -------------------------------------------------------------------------------------
+
+_DTYPE_NAMES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
+                "fp32": "float32", "float32": "float32"}
+
+
+def _configure_inspect(p: argparse.ArgumentParser) -> None:
+    from .runtime.aot import TARGETS
+    _add_spec_arguments(p)
+    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="the GPU architecture to compile for")
+    p.add_argument("--dtype", default="bf16", choices=sorted(_DTYPE_NAMES), help="q/k/v dtype (default bf16)")
+    p.add_argument("--head-dim", type=_positive, default=128, metavar="D", help="head dimension (default 128)")
+    p.add_argument("--backward", action="store_true", help="also compile the backward kernels")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def inspect_requests(kernel, *, target: str, dtype, head_dim: int, backward: bool) -> list[dict]:
+    """The ahead-of-time compile requests for a kernel's forward (and backward) programs."""
+    from .runtime.kernel import aot_request
+    requests = [aot_request(kernel, target=target, dtype=dtype, head_dim=head_dim)]
+    if backward:
+        from .runtime.autograd import aot_requests_backward
+        requests += aot_requests_backward(kernel, target=target, dtype=dtype, head_dim=head_dim)
+    return requests
+
+
+@command("inspect", "compile a pattern's kernels ahead of time for a GPU target (no GPU needed) and report "
+                    "registers, spills, shared memory, tensor-core MMA and occupancy", _configure_inspect)
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from . import compile as compile_kernel
+    from .runtime.aot import SMEM_LIMIT, TARGETS, compile_many
+
+    pattern = _pattern_from_args(args)
+    if not 16 <= args.head_dim <= 256:
+        _error(f"--head-dim must be between 16 and 256, got {args.head_dim}")
+        return 1
+    dtype = getattr(torch, _DTYPE_NAMES[args.dtype])
+    kernel = compile_kernel(pattern)
+    requests = inspect_requests(kernel, target=args.target, dtype=dtype, head_dim=args.head_dim,
+                                backward=args.backward)
+    reports = compile_many(requests)
+    limit = SMEM_LIMIT[TARGETS[args.target]]
+    warnings_out = []
+    for r in reports:
+        if r.spills:
+            warnings_out.append(f"WARNING: {r.kernel} spills registers ({r.stack_bytes} bytes of stack, "
+                                f"{r.spill_bytes} bytes of local memory): expect it to be slow")
+        if r.shared_bytes > limit:
+            warnings_out.append(f"WARNING: {r.kernel} needs {r.shared_bytes} bytes of shared memory, over the "
+                                f"{limit} bytes a block may use on {args.target}: it will not launch")
+        if r.mma_count == 0:
+            warnings_out.append(f"WARNING: {r.kernel} uses no tensor-core MMA instructions")
+    if args.json:
+        print(json.dumps({"pattern": pattern.name, "key": kernel.key, "plan": kernel.plan.mode,
+                          "target": args.target, "kernels": [r.to_dict() for r in reports],
+                          "warnings": warnings_out}, indent=2))
+        return 0
+    params_text = ", ".join(f"{k}={describe_value(v)}" for k, v in pattern.params.items())
+    print(f"{pattern.name}({params_text})  plan {kernel.plan.mode}  key {kernel.key}")
+    print(f"target {args.target}, {args.dtype}, head dim {args.head_dim} (compiled ahead of time, no GPU)")
+    header = ("kernel", "block", "warps", "stages", "regs", "spill B", "smem B", "MMA", "occupancy")
+    rows = [(r.kernel, f"{r.block_m}x{r.block_n}", str(r.num_warps), str(r.num_stages), str(r.registers),
+             str(r.stack_bytes + r.spill_bytes), str(r.shared_bytes), f"{r.mma_count} {r.mma_kind}",
+             f"{r.occupancy_blocks} block(s)/SM, {r.occupancy_blocks * r.num_warps} warps")
+            for r in reports]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+    for w in warnings_out:
+        print(w, file=sys.stderr)
+    return 0
+
+
+# -- attnpat verify --------------------------------------------------------------------------------------
+
+def _configure_verify(p: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(p)
+    p.add_argument("--examples", type=_positive, default=25, metavar="N", help="cases to draw (default 25)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu runs Triton's interpreter (small sizes); cuda the compiled kernels")
+    p.add_argument("--forward-only", action="store_true", help="do not check gradients")
+    p.add_argument("--max-len", type=_positive, default=96, metavar="N", help="longest sequence drawn")
+    p.add_argument("--seed", type=_integer, default=None, help="hypothesis seed (default: derandomized)")
+
+
+@command("verify", "property-test a pattern's kernels against the float64 dense reference (forward and "
+                   "backward); print the smallest failing case as a Python snippet", _configure_verify)
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    pattern = _pattern_from_args(args)
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            _error("--device cuda: no CUDA device is available here")
+            return 1
+    result = verify(pattern, spec=args.spec, examples=args.examples, backward=not args.forward_only,
+                    device=args.device, max_len=args.max_len, seed=args.seed)
+    what = "forward" if args.forward_only else "forward and backward"
+    if result.passed:
+        print(f"{args.spec}: ok -- {result.examples} cases, {what}, match the float64 reference")
+        return 0
+    print(f"{args.spec}: FAILED after {result.examples} cases: {result.failure}", file=sys.stderr)
+    print("smallest failing case:\n", file=sys.stderr)
+    print(result.snippet, file=sys.stderr)
+    return 1
+
+
 # -- attnpat list ----------------------------------------------------------------------------------------
 
 def _configure_list(p: argparse.ArgumentParser) -> None:

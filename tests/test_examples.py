@@ -25,3 +25,12 @@ def test_example_runs(path):
     run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"{path.name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert run.stdout.strip(), f"{path.name} printed nothing"
+
+
+def test_gpu_benchmark_says_it_needs_a_gpu_and_exits_zero():
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "attention.py"
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import torch
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in run.stdout
