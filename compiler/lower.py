@@ -430,7 +430,18 @@ def _classify(node: IR, box: _Box, geo: _Geo):
         sub = box.restrict(q0, q1, k0, k1)
         cut = (q0 != box.q0) | (q1 != box.q1) | (k0 != box.k0) | (k1 != box.k1)
         sub_empty = (q0 > q1) | (k0 > k1)
-        verdicts = [_classify(a, sub, geo) for a in rest]
+        # A band and a residue condition on the same form (dilation) are judged together, exactly.
+        verdicts = []
+        lins = {a.form: a for a in rest if isinstance(a, Lin)}
+        paired = set()
+        for a in rest:
+            if isinstance(a, Mod) and (a.cq, a.ck) in lins and abs(a.cq) <= 1 and abs(a.ck) <= 1:
+                lin = lins[(a.cq, a.ck)]
+                paired.add(id(lin))
+                verdicts.append(_band_and_residues(lin, a, sub))
+        verdicts += [_classify(a, sub, geo) for a in rest
+                     if id(a) not in paired and not (isinstance(a, Mod) and (a.cq, a.ck) in lins
+                                                     and abs(a.cq) <= 1 and abs(a.ck) <= 1)]
         if verdicts:
             vs = np.stack([v for v, _ in verdicts])
             es = np.stack([e for _, e in verdicts])
@@ -457,6 +468,26 @@ def _classify(node: IR, box: _Box, geo: _Geo):
     some_exact = np.where(vs == _SOME, es, True).all(0)
     v = np.where(any_all, _ALL, np.where(all_none, _NONE, _SOME)).astype(np.int8)
     return v, (n_some <= 1) & some_exact
+
+
+def _residue_count(x, m: int, residues) -> np.ndarray:
+    """How many v in [0, x] (counting below zero for negative x) have v % m in `residues`."""
+    member = np.isin(np.arange(m), residues).astype(np.int64)
+    pre = np.concatenate([[0], np.cumsum(member)])
+    return _floordiv(x, m) * len(residues) + pre[np.mod(x, m) + 1]
+
+
+def _band_and_residues(lin: Lin, mod: Mod, box: _Box):
+    """Exact verdict of ``lo <= f <= hi and (f + c0) % m in R`` for a form f with coefficients 0 or +-1,
+    which takes every integer between its extremes on a box."""
+    mn, mx = _lin_range(lin.cq, lin.ck, box)
+    lo = mn if lin.lo is None else np.maximum(mn, lin.lo)
+    hi = mx if lin.hi is None else np.minimum(mx, lin.hi)
+    hits = np.where(lo <= hi, _residue_count(hi + mod.c0, mod.m, mod.residues)
+                    - _residue_count(lo - 1 + mod.c0, mod.m, mod.residues), 0)
+    full = (lo == mn) & (hi == mx) & (hits == mx - mn + 1)
+    v = np.where(hits == 0, _NONE, np.where(full, _ALL, _SOME)).astype(np.int8)
+    return v, np.ones(len(v), bool)
 
 
 class _Interval:
