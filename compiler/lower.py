@@ -330,8 +330,8 @@ def _input_names(e) -> set[str]:
     return out
 
 
-def _tiles(ivs, geo: _Geo):
-    """Distinct (query block, key block) pairs covered by a list of per-row intervals."""
+def _tiles(ivs, geo: _Geo, row0: int = 0):
+    """Distinct (query block, key block) pairs covered by a list of per-row intervals (rows from row0)."""
     rows, cols = [], []
     for lo, hi in ivs:
         lo = np.maximum(lo, 0)
@@ -340,7 +340,7 @@ def _tiles(ivs, geo: _Geo):
         total = int(n.sum())
         if total == 0:
             continue
-        r = np.repeat(np.arange(geo.nqb, dtype=np.int64), n)
+        r = np.repeat(np.arange(row0, row0 + len(n), dtype=np.int64), n)
         starts = np.repeat(np.cumsum(n) - n, n)
         c = np.arange(total, dtype=np.int64) - starts + np.repeat(lo, n)
         rows.append(r)
@@ -705,14 +705,34 @@ def _csr(major: np.ndarray, minor: np.ndarray, n_major: int):
     return ptr, minor[order].astype(np.int32)
 
 
+CHUNK_TILES = 1 << 21   # candidate tiles classified at once: bounds the temporaries, not the result
+
+
 def _lower_one(ir: IR, geo: _Geo, budget: int):
-    """Tiles of one variant: (qb, kb, kind) arrays of the non-empty tiles, plus candidate count."""
-    qb, kb = _tiles(_support(ir, geo), geo)
-    box = _Box(geo.q_lo[qb], geo.q_hi[qb], geo.k_lo[kb], geo.k_hi[kb], qb, kb)
-    v, exact = _classify(ir, box, geo)
-    _refine(ir, v, exact, box, geo, budget)
-    keep = v != _NONE
-    return qb[keep], kb[keep], v[keep], len(qb)
+    """Tiles of one variant: (qb, kb, kind) arrays of the non-empty tiles, plus candidate count.
+
+    Query blocks are taken in chunks of about CHUNK_TILES candidate tiles, so the working memory stays
+    bounded and the peak follows the size of the result (a few bytes per non-empty tile).
+    """
+    ivs = _support(ir, geo)
+    per_row = np.zeros(geo.nqb, np.int64)
+    for lo, hi in ivs:
+        per_row += np.maximum(np.minimum(hi, geo.nkb - 1) - np.maximum(lo, 0) + 1, 0)
+    bounds = np.searchsorted(np.cumsum(per_row), np.arange(1, 1 + int(per_row.sum()) // CHUNK_TILES) * CHUNK_TILES)
+    edges = [0] + sorted(set(int(b) + 1 for b in bounds if 0 <= b < geo.nqb - 1)) + [geo.nqb]
+    out_qb, out_kb, out_v, candidates = [], [], [], 0
+    for r0, r1 in zip(edges[:-1], edges[1:]):
+        qb, kb = _tiles([(lo[r0:r1], hi[r0:r1]) for lo, hi in ivs], geo, r0)
+        box = _Box(geo.q_lo[qb], geo.q_hi[qb], geo.k_lo[kb], geo.k_hi[kb], qb, kb)
+        v, exact = _classify(ir, box, geo)
+        _refine(ir, v, exact, box, geo, budget)
+        keep = v != _NONE
+        out_qb.append(qb[keep].astype(np.int32))
+        out_kb.append(kb[keep].astype(np.int32))
+        out_v.append(v[keep])
+        candidates += len(qb)
+        del qb, kb, box, v, exact
+    return np.concatenate(out_qb), np.concatenate(out_kb), np.concatenate(out_v), candidates
 
 
 def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *, block_q: int, block_k: int,
