@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Callable, Iterable
 
 from .compiler import nodes as N
+from .compiler.check import type_of_value
 from .compiler.parse import parse_expr
 from .compiler.unparse import unparse_expr
 from .errors import ArgumentError, InputError, ParameterError, PatternError, RequirementError, Source, Span
@@ -147,17 +148,10 @@ def describe_value(value: object) -> str:
 
 
 def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, frozenset):
-        return "set"
-    if isinstance(value, tuple):
-        return "list"
-    if isinstance(value, range):
-        return "range"
-    return type(value).__name__
+    try:
+        return type_of_value(value)
+    except TypeError:
+        return type(value).__name__
 
 
 _ARITH = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,

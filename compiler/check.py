@@ -21,7 +21,7 @@ from . import nodes as N
 from .hashing import hash32
 from .unparse import unparse_expr
 
-__all__ = ["CheckedPattern", "check_pattern", "python_value", "VARIABLES", "BUILTINS", "Value"]
+__all__ = ["CheckedPattern", "check_pattern", "python_value", "type_of_value", "VARIABLES", "BUILTINS", "Value"]
 
 VARIABLES = ("q", "k", "h", "b")
 BUILTINS = ("abs", "min", "max", "len", "range", "hash")
@@ -110,7 +110,8 @@ def literal(value: Value, span: Span | None = None) -> N.Expr:
     raise TypeError(value)
 
 
-def _type_of_value(value: object) -> str:
+def type_of_value(value: object) -> str:
+    """The language type of a constant: int, bool, set, list or range."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -245,7 +246,7 @@ class _Checker:
             where = f"parameter '{p.name}' of pattern '{pattern.name}'"
             if p.name in overrides:
                 value, span = overrides[p.name]
-                got = _type_of_value(value)
+                got = type_of_value(value)
                 if got != p.type and not (p.type == "set" and got in ("list", "range")):
                     raise ParameterError(f"{where} is {p.type}, got {got} {_describe(value)}",
                                          span or call_span)
@@ -322,7 +323,7 @@ class _Checker:
             return value
         if e.id in scope.params:
             value = scope.params[e.id]
-            return _Typed(literal(value, e.span), _type_of_value(value), value)
+            return _Typed(literal(value, e.span), type_of_value(value), value)
         if e.id in scope.inputs:
             return _Typed(e, "input")
         if e.id in BUILTINS:
@@ -617,20 +618,7 @@ def _join_spans(a: Span | None, b: Span | None) -> Span | None:
 
 
 def _names(e) -> set[str]:
-    out = set()
-
-    def walk(x):
-        if isinstance(x, N.Name):
-            out.add(x.id)
-        elif isinstance(x, tuple):
-            for y in x:
-                walk(y)
-        elif hasattr(x, "__dataclass_fields__"):
-            for f in x.__dataclass_fields__:
-                if f != "span":
-                    walk(getattr(x, f))
-    walk(e)
-    return out
+    return {x.id for x in N.walk(e) if isinstance(x, N.Name)}
 
 
 def check_pattern(module: N.Module, name: str, params: dict[str, object] | None = None,

@@ -105,18 +105,7 @@ def _reads_inputs(node: IR) -> bool:
 
 
 def _ast_reads(e, pred) -> bool:
-    if pred(e):
-        return True
-    for f in getattr(e, "__dataclass_fields__", ()):
-        if f == "span":
-            continue
-        v = getattr(e, f)
-        for x in (v if isinstance(v, tuple) else (v,)):
-            if isinstance(x, tuple):
-                x = x[1]
-            if hasattr(x, "__dataclass_fields__") and _ast_reads(x, pred):
-                return True
-    return False
+    return any(pred(x) for x in N.walk(e))
 
 
 def _ir_uses(node: IR, name: str) -> bool:

@@ -266,19 +266,8 @@ def _hull(ivs, geo):
 
 
 def _side_vars(e: N.Expr) -> set[str]:
-    if isinstance(e, N.Name):
-        return {e.id}
-    if isinstance(e, N.Subscript) and isinstance(e.value, N.Name):
-        return {e.index.id}
-    out = set()
-    for f in getattr(e, "__dataclass_fields__", ()):
-        if f == "span":
-            continue
-        v = getattr(e, f)
-        for x in (v if isinstance(v, tuple) else (v,)):
-            if hasattr(x, "__dataclass_fields__"):
-                out |= _side_vars(x)
-    return out
+    """The position variables an expression reads (inputs count by the variable they are indexed with)."""
+    return {x.id for x in N.walk(e) if isinstance(x, N.Name) and x.id in ("q", "k", "h", "b")}
 
 
 def _monotone_support(e: N.Expr, geo: _Geo):
@@ -317,17 +306,7 @@ def _monotone_support(e: N.Expr, geo: _Geo):
 
 
 def _input_names(e) -> set[str]:
-    if isinstance(e, N.Subscript) and isinstance(e.value, N.Name):
-        return {e.value.id}
-    out = set()
-    for f in getattr(e, "__dataclass_fields__", ()):
-        if f == "span":
-            continue
-        v = getattr(e, f)
-        for x in (v if isinstance(v, tuple) else (v,)):
-            if hasattr(x, "__dataclass_fields__"):
-                out |= _input_names(x)
-    return out
+    return {x.value.id for x in N.walk(e) if isinstance(x, N.Subscript) and isinstance(x.value, N.Name)}
 
 
 def _tiles(ivs, geo: _Geo, row0: int = 0):

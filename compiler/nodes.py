@@ -14,7 +14,7 @@ from ..errors import Span
 __all__ = [
     "Num", "BoolLit", "Name", "Unary", "BinOp", "BoolOp", "Compare", "Call", "Subscript",
     "SetLit", "ListLit", "Expr", "Param", "Require", "InputDecl", "Let", "Mask", "Stmt",
-    "PatternDef", "Module", "TYPES", "AXES", "ARITH_OPS", "COMPARE_OPS",
+    "PatternDef", "Module", "TYPES", "AXES", "ARITH_OPS", "COMPARE_OPS", "walk",
 ]
 
 TYPES = ("int", "bool", "set", "list")
@@ -190,3 +190,15 @@ class Module:
 
     patterns: tuple[PatternDef, ...]
     span: Span | None = _span()
+
+
+def walk(node):
+    """Yield `node` and every node below it, depth first (spans and keyword-argument names skipped)."""
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, tuple):
+            stack.extend(reversed(x))
+        elif hasattr(x, "__dataclass_fields__"):
+            yield x
+            stack.extend(getattr(x, f) for f in reversed(x.__dataclass_fields__) if f != "span")

@@ -62,21 +62,7 @@ class Canonical:
 
 def uses(expr: N.Expr, name: str) -> bool:
     """Whether the variable `name` occurs in `expr`."""
-    if isinstance(expr, N.Name):
-        return expr.id == name
-    if isinstance(expr, (N.Num, N.BoolLit)):
-        return False
-    for f in expr.__dataclass_fields__:
-        if f == "span":
-            continue
-        v = getattr(expr, f)
-        items = v if isinstance(v, tuple) else (v,)
-        for it in items:
-            if isinstance(it, tuple):
-                it = it[1]
-            if hasattr(it, "__dataclass_fields__") and uses(it, name):
-                return True
-    return False
+    return any(isinstance(x, N.Name) and x.id == name for x in N.walk(expr))
 
 
 def _const(e: N.Expr):
