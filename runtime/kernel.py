@@ -127,6 +127,11 @@ class Kernel:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                  return_lse: bool = False, q_offset: int | None = None, **inputs):
+        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
+            # training: record the call for autograd (generated backward kernels, runtime/autograd.py)
+            from .autograd import attention_with_grad
+            return attention_with_grad(self, q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
+                                       **inputs)
         B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
         if v.shape[3] != D:
             raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")

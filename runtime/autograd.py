@@ -1,0 +1,292 @@
+"""Autograd for attnpat kernels: the generated backward kernels behind a ``torch.autograd.Function``.
+
+``Kernel.__call__`` (and so ``attnpat.attention``) routes through :func:`attention_with_grad` whenever grad
+mode is on and q, k or v requires grad, so a pattern kernel is a drop-in for
+``torch.nn.functional.scaled_dot_product_attention`` in training: ``out.sum().backward()`` fills ``q.grad``,
+``k.grad`` and ``v.grad``.
+
+* The forward runs the pattern's forward kernel with the log-sum-exp written and saves q, k, v, out, lse.
+* The backward computes ``delta = rowsum(dO * O)`` with torch, converts the natural-log LSE to base 2 (rows
+  with no allowed key get +inf, so their recomputed probabilities are exactly 0 and their gradients 0), and
+  launches the generated ``attn_bwd_dkdv`` and ``attn_bwd_dq`` kernels (compiler/codegen_bwd.py).
+* Runtime inputs (document ids, ...) get no gradient. With ``return_lse=True`` the LSE is returned but is
+  non-differentiable (``mark_non_differentiable``): gradients flow through the output only.
+* Deterministic: no atomics; with GQA / MQA each dK/dV program sums its group's query heads in a fixed order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..compiler.codegen_bwd import generate_bwd
+from ..reference import prepare_inputs, query_positions
+from . import cache
+from .backend import interpreting
+
+__all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "attention_backward", "bwd_module",
+           "bwd_source", "bwd_aot_requests"]
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True, slots=True)
+class TileConfig:
+    """Launch parameters of one backward kernel (block_m query rows x block_n keys per tile)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True, slots=True)
+class BwdConfig:
+    """Launch parameters of the two backward kernels.
+
+    dkdv: one program per block_n keys, walking tiles of block_m queries.
+    dq: one program per block_m queries, walking tiles of block_n keys.
+    Chosen so that every library kernel compiles without spills and with tensor-core MMA on sm_80 and sm_90a
+    at head dims 64 and 128 in fp16 / bf16 (tests/test_aot_backward.py; docs/backward.md has the table).
+    """
+
+    dkdv: TileConfig
+    dq: TileConfig
+
+
+_OVERRIDE: list[BwdConfig] = []
+
+
+@contextlib.contextmanager
+def override_bwd_config(config: BwdConfig):
+    """Use `config` for every backward launch inside the block (a testing aid: small tiles on small inputs)."""
+    _OVERRIDE.append(config)
+    try:
+        yield config
+    finally:
+        _OVERRIDE.pop()
+
+
+def default_bwd_config(head_dim: int, dtype: torch.dtype, arch: int | None = None) -> BwdConfig:
+    """The backward launch configuration for a head dimension, dtype and GPU architecture (80 for sm_80,
+    90 for sm_90 / sm_90a; None: Triton's interpreter, which has no registers to spare and runs fastest on few,
+    large tiles)."""
+    if arch is None:
+        return BwdConfig(TileConfig(64, 64, 4, 1), TileConfig(64, 64, 4, 1))
+    if dtype == torch.float32:   # IEEE fp32 products on CUDA cores: small tiles
+        if head_dim <= 64:
+            return BwdConfig(TileConfig(16, 32, 4, 1), TileConfig(32, 32, 4, 1))
+        if head_dim <= 128:
+            return BwdConfig(TileConfig(32, 16, 8, 1), TileConfig(32, 16, 4, 1))
+        return BwdConfig(TileConfig(16, 16, 4, 1), TileConfig(16, 16, 4, 1))
+    if head_dim <= 64:
+        if arch is not None and arch >= 90:
+            # 64 keys per program: the dK/dV products have M = 64, as Hopper's warpgroup MMA needs
+            return BwdConfig(TileConfig(32, 64, 4, 2), TileConfig(64, 32, 4, 2))
+        # on sm_80, 64 keys per program needs 255 registers or spills; 32 keys keeps it near 230
+        return BwdConfig(TileConfig(64, 32, 4, 2), TileConfig(64, 32, 4, 2))
+    if head_dim <= 128:
+        return BwdConfig(TileConfig(32, 64, 8, 2), TileConfig(64, 32, 8, 2))
+    return BwdConfig(TileConfig(16, 32, 4, 1), TileConfig(32, 16, 4, 1))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, (n - 1).bit_length())
+
+
+# -- the generated module ---------------------------------------------------------------------------
+
+
+def bwd_source(kernel) -> str:
+    """The generated backward Triton module of a Kernel."""
+    return generate_bwd(kernel.canonical, kernel.plan)
+
+
+def _entry_key(kernel, target: str) -> str:
+    return cache.entry_key(kernel.key, {"plan": kernel.plan.mode, "kernel": "bwd"}, target)
+
+
+def bwd_module(kernel, device: torch.device):
+    """The imported backward module for a device (interpreter on CPU)."""
+    interpret = interpreting()
+    if interpret:
+        target = "interpreter"
+    else:
+        major, minor = torch.cuda.get_device_capability(device)
+        target = f"cuda:sm_{major}{minor}"
+    module, _ = cache.get_module(_entry_key(kernel, target), lambda: bwd_source(kernel), interpret=interpret)
+    return module
+
+
+# -- block tables -----------------------------------------------------------------------------------
+
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_DUMMY: dict = {}
+
+
+def _dummy(device):
+    key = str(device)
+    if key not in _DUMMY:
+        _DUMMY[key] = torch.zeros(2, dtype=torch.int32, device=device)
+    return _DUMMY[key]
+
+
+def _tables(kernel, q_len, kv_len, block_m, block_n, heads, batch, q_offset, inputs, device, transposed):
+    """(variant, partial ptr, partial idx, full ptr, full idx, count) for the dQ rows or dK/dV columns."""
+    if kernel.plan.mode == "band":
+        d = _dummy(device)
+        return d, d, d, d, d, 1
+    per_kernel = _TABLES.setdefault(kernel, {})
+    cache_key = (q_len, kv_len, block_m, block_n, heads, batch, q_offset, str(device))
+    if inputs or cache_key not in per_kernel:
+        bm = kernel.pattern.block_mask(q_len, kv_len, block_q=block_m, block_k=block_n, heads=heads, batch=batch,
+                                       q_offset=q_offset, **inputs)
+
+        def dev(ptr, idx):
+            idx = idx if len(idx) else ptr[:1, :1]
+            return (torch.from_numpy(ptr.astype("int32").ravel()).to(device),
+                    torch.from_numpy(idx.astype("int32", copy=False).ravel()).to(device))
+        variant = torch.from_numpy(bm.variant.astype("int32").ravel()).to(device)
+        rows = (variant, *dev(bm.partial_ptr, bm.partial_idx), *dev(bm.full_ptr, bm.full_idx), bm.num_q_blocks)
+        cols = (variant, *dev(bm.t_partial_ptr, bm.t_partial_idx), *dev(bm.t_full_ptr, bm.t_full_idx),
+                bm.num_k_blocks)
+        entry = (rows, cols)
+        if inputs:
+            return entry[1 if transposed else 0]
+        per_kernel[cache_key] = entry
+    return per_kernel[cache_key][1 if transposed else 0]
+
+
+# -- the backward pass ------------------------------------------------------------------------------
+
+
+def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offset=None, inputs=None,
+                       needs=(True, True, True)):
+    """Gradients (dq, dk, dv) of ``out = kernel(q, k, v)`` given dout, from the saved out and natural-log lse.
+
+    Entries of the result whose `needs` flag is False are None (their kernel is not launched).
+    """
+    inputs = dict(inputs or {})
+    B, Hq, N, D = q.shape
+    Hkv, M = k.shape[1], k.shape[2]
+    device = q.device
+    dq = torch.zeros(q.shape, dtype=q.dtype, device=device) if needs[0] else None
+    dk = torch.zeros(k.shape, dtype=k.dtype, device=device) if needs[1] or needs[2] else None
+    dv = torch.zeros(v.shape, dtype=v.dtype, device=device) if needs[1] or needs[2] else None
+    if N == 0 or M == 0 or B * Hq == 0:
+        return dq, (dk if needs[1] else None), (dv if needs[2] else None)
+    do = dout.to(q.dtype).contiguous()
+    delta = (do.float() * out.float()).sum(-1).contiguous()                      # [B, Hq, N]
+    lse2 = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse * LOG2E).contiguous()
+    tensors = prepare_inputs(kernel.pattern.checked, N, M, B, inputs)
+    in_args = []
+    for name, _axis in kernel.plan.inputs:
+        t = tensors[name].to(device=device, dtype=torch.int32).contiguous()
+        in_args += [t, 0 if t.shape[0] == 1 else t.stride(0)]
+    arch = None
+    if device.type == "cuda" and not interpreting():
+        major, minor = torch.cuda.get_device_capability(device)
+        arch = 10 * major + minor
+    cfg = _OVERRIDE[-1] if _OVERRIDE else default_bwd_config(D, q.dtype, arch)
+    module = bwd_module(kernel, device)
+    q_start = query_positions(N, M, q_offset)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    consts = dict(HEAD_DIM=D, HEAD_DIM_P=_pow2(D), DOT_PRECISION=precision)
+    if dk is not None:
+        c = cfg.dkdv
+        variant, pp, pi, fp, fi, nkb = _tables(kernel, N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
+                                               transposed=True)
+        grid = (-(-M // c.block_n), B * Hkv)
+        module.attn_bwd_dkdv[grid](
+            q, k, v, do, lse2, delta, dk, dv,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
+            variant, pp, pi, fp, fi, *in_args,
+            Hq, Hkv, Hq // Hkv, N, M, q_start, nkb, scale * LOG2E, scale,
+            BLOCK_M=c.block_m, BLOCK_N=c.block_n, EVEN_N=(M % c.block_n == 0), **consts,
+            num_warps=c.num_warps, num_stages=c.num_stages,
+        )
+    if dq is not None:
+        c = cfg.dq
+        variant, pp, pi, fp, fi, nqb = _tables(kernel, N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
+                                               transposed=False)
+        grid = (-(-N // c.block_m), B * Hq)
+        module.attn_bwd_dq[grid](
+            q, k, v, do, lse2, delta, dq,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+            variant, pp, pi, fp, fi, *in_args,
+            Hq, Hq // Hkv, N, M, q_start, nqb, scale * LOG2E, scale,
+            BLOCK_M=c.block_m, BLOCK_N=c.block_n, EVEN_N=(M % c.block_n == 0), **consts,
+            num_warps=c.num_warps, num_stages=c.num_stages,
+        )
+    return dq, (dk if needs[1] else None), (dv if needs[2] else None)
+
+
+class _Attention(torch.autograd.Function):
+    """out = pattern attention(q, k, v); inputs after v are non-differentiable settings."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, kernel, scale, q_offset, inputs, return_lse):
+        # grad mode is off in here, so the Kernel call runs the forward kernel directly
+        out, lse = kernel(q, k, v, scale=scale, return_lse=True, q_offset=q_offset, **inputs)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.kernel, ctx.scale, ctx.q_offset, ctx.inputs = kernel, scale, q_offset, inputs
+        if return_lse:
+            ctx.mark_non_differentiable(lse)
+            return out, lse
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, *_dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = attention_backward(ctx.kernel, q, k, v, out, lse, dout, scale=ctx.scale,
+                                        q_offset=ctx.q_offset, inputs=ctx.inputs, needs=ctx.needs_input_grad[:3])
+        return dq, dk, dv, None, None, None, None, None
+
+
+def attention_with_grad(kernel, q, k, v, *, scale=None, return_lse=False, q_offset=None, **inputs):
+    """``kernel(q, k, v, ...)`` recorded for autograd (what Kernel.__call__ runs when grad is needed)."""
+    if scale is None and isinstance(q, torch.Tensor) and q.dim() == 4:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return _Attention.apply(q, k, v, kernel, scale, q_offset, inputs, bool(return_lse))
+
+
+# -- ahead-of-time compile requests -------------------------------------------------------------------
+
+_TORCH_DT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def bwd_aot_requests(kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16,
+                     head_dim: int = 64) -> list[dict]:
+    """Requests (for attnpat.runtime.aot.compile_many) that compile the dK/dV and dQ kernels ahead of time,
+    specialised as Triton's JIT specialises them for contiguous tensors: unit head-dim strides constant,
+    other strides and pointers divisible by 16."""
+    from .aot import TARGETS
+    cfg = default_bwd_config(head_dim, dtype, TARGETS[target])
+    key = _entry_key(kernel, "aot")
+    cache.get_module(key, lambda: bwd_source(kernel), interpret=interpreting())   # makes sure the file exists
+    path = str(cache.cache_dir() / f"k_{key[:40]}.py")
+    n_in = len(kernel.plan.inputs)
+    common_ptr = {"Q": "DT", "K": "DT", "V": "DT", "DO": "DT", "Lse": "fp32", "Delta": "fp32", "Variant": "i32",
+                  "RowPtrP": "i32", "ColIdxP": "i32", "RowPtrF": "i32", "ColIdxF": "i32"}
+    common_ptr.update({f"In{i}": "i32" for i in range(n_in)})
+    out = []
+    for name, c, extra_ptr, tensors in (("attn_bwd_dkdv", cfg.dkdv, {"DK": "DT", "DV": "DT"},
+                                         ("q", "k", "v", "do", "dk", "dv")),
+                                        ("attn_bwd_dq", cfg.dq, {"DQ": "DT"}, ("q", "k", "v", "do", "dq"))):
+        axes = {"q": "bhmd", "do": "bhmd", "dq": "bhmd"}
+        unit = {f"stride_{t}d": 1 for t in tensors}
+        divisible = [f"stride_{t}{a}" for t in tensors for a in axes.get(t, "bhnd")[:3]]
+        constexprs = {"HEAD_DIM": head_dim, "HEAD_DIM_P": _pow2(head_dim), "BLOCK_M": c.block_m,
+                      "BLOCK_N": c.block_n, "EVEN_N": False,
+                      "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32", **unit}
+        out.append({"path": path, "kernel": name, "target": target, "dtype": _TORCH_DT[dtype], "head_dim": head_dim,
+                    "block_m": c.block_m, "block_n": c.block_n, "num_warps": c.num_warps,
+                    "num_stages": c.num_stages, "constexprs": constexprs, "pointers": {**common_ptr, **extra_ptr},
+                    "floats": ["qk_scale", "sm_scale"], "divisible": divisible})
+    return out

@@ -1,0 +1,369 @@
+"""Backward kernels and autograd (issue 5): dq, dk, dv of the generated kernels against float64 autograd
+through attnpat.reference_attention.
+
+Tolerance, as in FlexAttention's tests: the kernel's error against the float64 result may be at most a small
+factor times the error of eager torch attention computed in the same low dtype (plus a tiny absolute floor
+scaled by the size of the result), for the output and for each gradient.
+
+Kernels run under Triton's interpreter on the CPU here, so the sizes are small and the examples few.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import attnpat
+from attnpat.errors import EmptyPatternError
+from attnpat.runtime.autograd import BwdConfig, TileConfig, override_bwd_config
+from strategies import cases
+
+warnings.filterwarnings("ignore", message="attnpat: kernels run under Triton's interpreter")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FACTOR = 5.0
+# absolute floor, relative to the largest magnitude of the float64 result
+FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_cache(tmp_path_factory):
+    """Generated modules of random patterns go to a temporary cache, not the user's."""
+    old = os.environ.get("ATTNPAT_CACHE_DIR")
+    os.environ["ATTNPAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnpat_cache"))
+    yield
+    if old is None:
+        os.environ.pop("ATTNPAT_CACHE_DIR", None)
+    else:
+        os.environ["ATTNPAT_CACHE_DIR"] = old
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _eager(q, k, v, mask, scale):
+    """Attention in q's dtype with eager torch ops (the low-precision baseline); empty rows give 0."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    empty = ~mask.any(-1, keepdim=True)
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).masked_fill(empty, 0.0)
+    return torch.matmul(probs, v)
+
+
+def _leaves(B, Hq, Hkv, N, M, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, Hq, N, D, generator=g)
+    k = torch.randn(B, Hkv, M, D, generator=g)
+    v = torch.randn(B, Hkv, M, D, generator=g)
+    do = torch.randn(B, Hq, N, D, generator=g)
+    return q, k, v, do
+
+
+def _run(fn, q, k, v, do, dtype):
+    leaves = [x.detach().to(dtype).clone().requires_grad_() for x in (q, k, v)]
+    out = fn(*leaves)
+    out.backward(do.to(dtype))
+    return [out.detach()] + [x.grad for x in leaves]
+
+
+def check_grads(pattern, B, Hq, Hkv, N, M, D, dtype, *, q_offset=None, seed=0, scale=None, factor=FACTOR,
+                **inputs):
+    """Run kernel, fp64 reference and low-precision eager; assert the tolerance rule; return the kernel's
+    (out, dq, dk, dv)."""
+    q, k, v, do = _leaves(B, Hq, Hkv, N, M, D, dtype, seed)
+    s = 1.0 / math.sqrt(D) if scale is None else scale
+    got = _run(lambda a, b, c: attnpat.attention(a, b, c, pattern, scale=scale, q_offset=q_offset, **inputs),
+               q, k, v, do, dtype)
+    # the reference sees the same (rounded) values as the kernel
+    gold = _run(lambda a, b, c: attnpat.reference_attention(a, b, c, pattern, scale=scale, q_offset=q_offset,
+                                                            **inputs),
+                q.to(dtype), k.to(dtype), v.to(dtype), do.to(dtype), torch.float64)
+    mask = pattern.dense_mask(N, M, batch=B, heads=Hq, q_offset=q_offset, **inputs)
+    low = _run(lambda a, b, c: _eager(a, b, c, mask, s), q, k, v, do, dtype)
+    for name, g, ref, base in zip(("out", "dq", "dk", "dv"), got, gold, low):
+        assert g.dtype == dtype and g.shape == ref.shape, name
+        assert torch.isfinite(g).all(), f"{name}: non-finite values"
+        err = (g.double() - ref).abs().max().item() if g.numel() else 0.0
+        base_err = (base.double() - ref).abs().max().item() if g.numel() else 0.0
+        floor = FLOOR[dtype] * (1.0 + (ref.abs().max().item() if ref.numel() else 0.0))
+        assert err <= factor * base_err + floor, (
+            f"{name} ({dtype}): kernel error {err:.3g} > {factor} x eager error {base_err:.3g} + {floor:.3g}")
+    return got
+
+
+# -- random patterns from the shared strategies ---------------------------------------------------
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# small tiles, so that sequences of up to 48 positions span several query and key blocks
+SMALL_BWD = [BwdConfig(TileConfig(16, 16, 4, 1), TileConfig(16, 16, 4, 1)),
+             BwdConfig(TileConfig(32, 16, 4, 1), TileConfig(16, 32, 4, 1)),
+             BwdConfig(TileConfig(16, 32, 4, 1), TileConfig(32, 16, 4, 1))]
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 2), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(case=cases(max_len=48), data=st.data())
+def test_random_patterns_match_fp64_autograd(case, data):
+    s = case.shape
+    try:
+        case.pattern.canonical
+    except EmptyPatternError:
+        assume(False)
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    D = data.draw(st.sampled_from([16, 24, 32, 40]), label="head_dim")
+    Hkv = data.draw(st.sampled_from(_divisors(s.heads)), label="kv_heads")
+    config = data.draw(st.sampled_from(SMALL_BWD), label="bwd_config")
+    try:    # the forward kernel is tests/test_kernel.py's business: only patterns it runs are differentiated
+        with torch.no_grad():
+            attnpat.attention(*_leaves(s.batch, s.heads, Hkv, s.q_len, s.kv_len, 16, torch.float32)[:3], case.pattern,
+                              q_offset=s.q_offset, **case.inputs)
+    except Exception:
+        assume(False)
+    with override_bwd_config(config):
+        check_grads(case.pattern, s.batch, s.heads, Hkv, s.q_len, s.kv_len, D, dtype, q_offset=s.q_offset,
+                    seed=data.draw(st.integers(0, 2**16), label="seed"), **case.inputs)
+
+
+# -- band plans: the closed-form inversion of key intervals --------------------------------------
+
+
+@st.composite
+def _band_texts(draw):
+    """Masks whose plan is 'band': one or two families of bounds on q - k and on k."""
+    def family():
+        atoms = []
+        lo = draw(st.one_of(st.none(), st.integers(-40, 40)))
+        hi = draw(st.one_of(st.none(), st.integers(-40, 60)))
+        if lo is not None:
+            atoms.append(f"q - k >= {lo}")
+        if hi is not None:
+            atoms.append(f"q - k <= {hi}")
+        if draw(st.booleans()):
+            atoms.append(f"k >= {draw(st.integers(0, 60))}")
+        if draw(st.booleans()) or not atoms:
+            atoms.append(f"k < {draw(st.integers(1, 120))}")
+        return "(" + " and ".join(atoms) + ")"
+    fams = [family() for _ in range(draw(st.integers(1, 2)))]
+    return "pattern p():\n    mask " + " or ".join(fams) + "\n"
+
+
+@settings(max_examples=max(8, settings.default.max_examples // 3), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(text=_band_texts(), n=st.integers(1, 150), m=st.integers(1, 150), data=st.data())
+def test_band_plans_match_fp64_autograd(text, n, m, data):
+    p = attnpat.parse(text)
+    try:
+        kernel = attnpat.compile(p)
+    except EmptyPatternError:
+        assume(False)
+    q_offset = data.draw(st.one_of(st.none(), st.integers(0, 20)), label="q_offset")
+    config = data.draw(st.sampled_from([None] + SMALL_BWD), label="bwd_config")
+    with override_bwd_config(config) if config else contextlib.nullcontext():
+        check_grads(p, 1, 2, 1, n, m, 16, torch.float32, q_offset=q_offset, seed=n * 1000 + m)
+    assert kernel.plan.mode in ("band", "table")
+
+
+def test_band_generator_inverts_two_families():
+    # sinks + window (streaming) and prefix-LM: two families; a long band with q_len != kv_len
+    for name, params, n, m in (("streaming_llm", dict(sinks=3, window=17), 150, 131),
+                               ("prefix_lm", dict(prefix=37), 97, 150),
+                               ("local", dict(radius=20), 140, 150),
+                               ("dilated", dict(window=9, dilation=3), 150, 150)):
+        p = attnpat.load(name, **params)
+        assert attnpat.compile(p).plan.mode == "band"
+        check_grads(p, 1, 2, 2, n, m, 32, torch.float32)
+
+
+def test_band_tile_walk_at_every_block_alignment():
+    """The inverted ranges are exact at block boundaries: sweep window sizes and offsets over 16-row tiles, so
+    that the first / last query block of every key block is hit at each alignment (an off-by-one in the
+    inversion drops or doubles a tile for one alignment in 16)."""
+    cases_ = []
+    for w in range(1, 18):
+        cases_.append(("sliding_window", dict(window=w), 48, 48, None))
+        cases_.append(("local", dict(radius=w), 45, 48, None))
+    for s_ in (1, 5, 16, 17):
+        cases_.append(("streaming_llm", dict(sinks=s_, window=7 + s_), 48, 40, None))
+        cases_.append(("prefix_lm", dict(prefix=s_ + 15), 33, 48, 3))
+    with override_bwd_config(SMALL_BWD[0]):
+        for i, (name, params, n, m, q_offset) in enumerate(cases_):
+            q, k, v, do = _leaves(1, 1, 1, n, m, 16, torch.float32, seed=i)
+            p = attnpat.load(name, **params)
+            got = _run(lambda a, b, c: attnpat.attention(a, b, c, p, q_offset=q_offset), q, k, v, do, torch.float32)
+            gold = _run(lambda a, b, c: attnpat.reference_attention(a, b, c, p, q_offset=q_offset), q, k, v, do,
+                        torch.float64)
+            for name_, g, r in zip(("out", "dq", "dk", "dv"), got, gold):
+                err = (g.double() - r).abs().max().item()
+                assert err < 1e-4 * (1 + r.abs().max().item()), f"{name}{params} {name_}: error {err}"
+
+
+# -- every library pattern ------------------------------------------------------------------------
+
+_SMALL = {
+    "bigbird": dict(block=8, window_blocks=3, global_blocks=1, random_blocks=2, key_blocks=12, seed=3),
+    "chunked_causal": dict(chunk=24),
+    "dilated": dict(window=12, dilation=3),
+    "dilated_local": dict(radius=8, dilation=2),
+    "document_sliding_window": dict(window=20),
+    "local": dict(radius=13),
+    "longformer": dict(window=16, globals={0, 41}),
+    "longformer_flags": dict(window=16),
+    "per_head": dict(windows=[5, 17, 40, 90]),
+    "prefix_lm": dict(prefix=30),
+    "sliding_window": dict(window=19),
+    "streaming_llm": dict(sinks=4, window=21),
+}
+
+
+def _library_inputs(pattern, n, m):
+    out = {}
+    for name, axis in sorted(pattern.inputs.items()):
+        if axis == "k":
+            if "global" in name:
+                out[name] = torch.tensor([1 if i in (0, 33, 70) else 0 for i in range(m)])
+            else:   # document ids: three documents, one of them split across a block boundary
+                out[name] = torch.tensor([0 if i < 23 else 1 if i < 61 else 2 for i in range(m)])
+        else:
+            out[name] = torch.tensor([min(29, i) for i in range(n)])
+    return out
+
+
+@pytest.mark.parametrize("name", attnpat.library_names())
+def test_library_pattern_gradients(name):
+    p = attnpat.load(name, **_SMALL.get(name, {}))
+    n = m = 90
+    check_grads(p, 2, 4, 2, n, m, 32, torch.float32, **_library_inputs(p, n, m))
+
+
+@pytest.mark.parametrize("name,dtype", [("sliding_window", torch.float16), ("document", torch.bfloat16),
+                                        ("bigbird", torch.float16), ("causal", torch.bfloat16)])
+def test_library_low_precision(name, dtype):
+    p = attnpat.load(name, **_SMALL.get(name, {}))
+    n, m = 70, 100
+    check_grads(p, 1, 4, 1, n, m, 64, dtype, **_library_inputs(p, n, m))
+
+
+def test_head_dims_padded_and_large():
+    p = attnpat.load("sliding_window", window=11)
+    for D in (16, 40, 96, 256):
+        check_grads(p, 1, 2, 1, 33, 47, D, torch.float32, seed=D)
+
+
+# -- empty rows, determinism, drop-in behaviour ---------------------------------------------------
+
+
+def test_empty_rows_have_zero_gradients():
+    # rows q < 40 see no key; with q_len > kv_len the first rows sit at negative positions
+    p = attnpat.parse("pattern p():\n    mask causal and k >= 40\n")
+    for n, m in ((90, 90), (120, 70)):
+        out, dq, dk, dv = check_grads(p, 1, 2, 1, n, m, 32, torch.float32)
+        mask = p.dense_mask(n, m)
+        empty = ~mask.any(-1)[0, 0]
+        assert empty.any()
+        assert (out[:, :, empty] == 0).all() and (dq[:, :, empty] == 0).all()
+        unseen = ~mask.any(-2)[0, 0]     # keys no query sees get exactly zero dk, dv
+        assert (dk[:, :, unseen] == 0).all() and (dv[:, :, unseen] == 0).all()
+    # a runtime input leaving rows empty: document ids that never match at q
+    d = attnpat.load("document")
+    for dtype in (torch.float16, torch.float32):
+        out, dq, dk, dv = check_grads(d, 1, 2, 2, 40, 80, 16, dtype, doc=torch.arange(80) // 50)
+        assert all(torch.isfinite(t).all() for t in (out, dq, dk, dv))
+
+
+def test_deterministic_gqa():
+    p = attnpat.load("document_sliding_window", window=30)
+    doc = torch.arange(100) // 37
+    q, k, v, do = _leaves(1, 6, 2, 100, 100, 32, torch.float32, seed=5)
+    results = [_run(lambda a, b, c: attnpat.attention(a, b, c, p, doc=doc), q, k, v, do, torch.float32)
+               for _ in range(2)]
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_drop_in_for_sdpa():
+    q, k, v, do = _leaves(2, 2, 2, 64, 64, 32, torch.float32, seed=1)
+    ours = _run(lambda a, b, c: attnpat.attention(a, b, c, attnpat.load("causal")), q, k, v, do, torch.float32)
+    theirs = _run(lambda a, b, c: torch.nn.functional.scaled_dot_product_attention(a, b, c, is_causal=True),
+                  q, k, v, do, torch.float32)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_compiled_kernel_and_sum_backward():
+    kernel = attnpat.compile(attnpat.load("sliding_window", window=9))
+    q = torch.randn(1, 2, 50, 16, requires_grad=True)
+    k = torch.randn(1, 1, 50, 16, requires_grad=True)
+    v = torch.randn(1, 1, 50, 16, requires_grad=True)
+    out = kernel(q, k, v)
+    assert out.grad_fn is not None
+    out.sum().backward()      # dout is an expanded (stride 0) tensor
+    for t in (q, k, v):
+        assert t.grad is not None and torch.isfinite(t.grad).all()
+    q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attnpat.reference_attention(q2, k2, v2, kernel.pattern).sum().backward()
+    for a, b in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_only_some_inputs_need_grad():
+    p = attnpat.load("causal")
+    q = torch.randn(1, 2, 40, 16)
+    k = torch.randn(1, 2, 40, 16, requires_grad=True)
+    v = torch.randn(1, 2, 40, 16)
+    attnpat.attention(q, k, v, p).sum().backward()
+    assert q.grad is None and v.grad is None and k.grad is not None
+    with torch.no_grad():
+        assert attnpat.attention(q, k, v, p).grad_fn is None
+
+
+def test_return_lse_is_not_differentiable():
+    p = attnpat.load("sliding_window", window=7)
+    q = torch.randn(1, 2, 30, 16, requires_grad=True)
+    k = torch.randn(1, 2, 30, 16, requires_grad=True)
+    v = torch.randn(1, 2, 30, 16, requires_grad=True)
+    out, lse = attnpat.attention(q, k, v, p, return_lse=True)
+    assert out.requires_grad and not lse.requires_grad
+    _, ref_lse = attnpat.reference_attention(q.detach(), k.detach(), v.detach(), p, return_lse=True)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
+    (out * 2).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_runtime_inputs_get_no_gradient_and_scale_is_used():
+    p = attnpat.load("document")
+    doc = torch.tensor([0] * 20 + [1] * 25)
+    check_grads(p, 1, 2, 1, 45, 45, 16, torch.float32, scale=0.3, doc=doc)
+    # runtime inputs are integer tensors: nothing to differentiate, and a float one is refused
+    with pytest.raises(attnpat.InputError):
+        attnpat.attention(torch.randn(1, 1, 45, 16, requires_grad=True), torch.randn(1, 1, 45, 16),
+                          torch.randn(1, 1, 45, 16), p, doc=doc.float().requires_grad_())
+
+
+# -- the training example -------------------------------------------------------------------------
+
+
+def test_train_sliding_window_example():
+    env = dict(os.environ)
+    env.pop("ATTNPAT_CACHE_DIR", None)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_sliding_window.py")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "loss" in proc.stdout
