@@ -4,6 +4,10 @@ Write a pattern in a small text language, and attnpat checks it, simplifies it, 
 in closed form, generates a Triton kernel for it and runs it from PyTorch.
 """
 
+from .runtime.backend import choose as _choose_backend
+
+_choose_backend()   # before anything else imports triton: see attnpat/runtime/backend.py
+
 from .errors import (
     ArgumentError, EmptyPatternError, InputError, ParameterError, PatternError, PatternNameError,
     PatternSyntaxError, PatternTypeError, RequirementError,

@@ -859,8 +859,8 @@ def inspect_requests(kernel, *, target: str, dtype, head_dim: int, backward: boo
     from .runtime.kernel import aot_request
     requests = [aot_request(kernel, target=target, dtype=dtype, head_dim=head_dim)]
     if backward:
-        from .runtime.autograd import aot_requests_backward
-        requests += aot_requests_backward(kernel, target=target, dtype=dtype, head_dim=head_dim)
+        from .runtime.autograd import bwd_aot_requests
+        requests += bwd_aot_requests(kernel, target=target, dtype=dtype, head_dim=head_dim)
     return requests
 
 

@@ -194,7 +194,8 @@ class _Pred:
                 h = str(HASH_INIT)
                 for node, a in zip(e.args, args):
                     # tensors are widened to int64 first so the 32-bit mask is not taken as an int32 constant
-                    a = a if isinstance(node, N.Num) else f"({a}).to(tl.int64)"
+                    literal = isinstance(node, N.Num) or a.lstrip("(-").rstrip(")").isdigit()
+                    a = a if literal else f"({a}).to(tl.int64)"
                     h = f"_hash_step({h}, {a})"
                 return h
         if isinstance(e, N.Subscript):

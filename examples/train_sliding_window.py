@@ -26,12 +26,7 @@ import warnings
 import torch
 from torch import nn
 
-import attnpat
-from attnpat.runtime.backend import import_triton
-
-# Choose Triton's interpreter (no CUDA) or compiler now: creating a torch optimizer imports triton, and the
-# choice must be made before triton's first import.
-import_triton()
+import attnpat   # chooses Triton's interpreter (no CUDA) or compiler before anything imports triton
 
 VOCAB, SEQ, BATCH, PERIOD = 16, 64, 4, 12
 D_MODEL, HEADS, LAYERS = 64, 4, 2

@@ -19,12 +19,21 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
-def import_triton():
-    """Import triton, first choosing the interpreter on machines without CUDA."""
+def choose() -> None:
+    """Pick the interpreter on machines without CUDA, if triton is not imported yet.
+
+    Called when attnpat is imported, because other libraries import triton too (creating a torch optimizer
+    does), and after that the choice is fixed for the process.
+    """
     if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
         import torch
         if not torch.cuda.is_available():
             os.environ["TRITON_INTERPRET"] = "1"
+
+
+def import_triton():
+    """Import triton, first choosing the interpreter on machines without CUDA."""
+    choose()
     import triton
     if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on"):
         _patch_interpreter_bf16_dot()
@@ -39,9 +48,18 @@ def _patch_interpreter_bf16_dot() -> None:
     garbage. Widening bf16 to fp32 first is exact (bf16 is the top half of an fp32) and gives what the
     tensor cores compute: exact products summed in fp32. Compiled kernels are untouched.
     """
+    import dataclasses
+
     import numpy as np
     import triton.language as tl
     from triton.runtime import interpreter
+
+    # The interpreter checks every int32 operation for overflow by default, which costs about half of its
+    # run time; compiled kernels do not check (outside Triton's debug mode), so the tests run the same code
+    # without it.
+    b = interpreter.interpreter_builder
+    if hasattr(b, "options") and getattr(b.options, "sanitize_overflow", False):
+        b.options = dataclasses.replace(b.options, sanitize_overflow=False)
 
     builder = interpreter.InterpreterBuilder
     if getattr(builder.create_dot, "_attnpat_bf16", False):
