@@ -793,7 +793,7 @@ def _bounds_text(lows: tuple[str, ...], highs: tuple[str, ...]) -> str:
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import compile as compile_kernel
     from .runtime import cache
-    from .runtime.backend import interpreting
+    from .runtime.backend import target_name
 
     pattern = _pattern_from_args(args)
     kernel = compile_kernel(pattern)
@@ -821,11 +821,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                      + " and ".join({"h": "head", "b": "batch element"}[x] for x in reads) + ")"))
     directory = cache.cache_dir()
     rows.append(("cache", str(directory)))
-    target = "interpreter" if interpreting() else None
-    if target is None:
-        import torch
-        major, minor = torch.cuda.get_device_capability()
-        target = f"cuda:sm_{major}{minor}"
+    target = target_name()
     key = cache.entry_key(kernel.key, {"plan": plan.mode, "kernel": "fwd"}, target)
     path = directory / f"k_{key[:40]}.py"
     state = "cached" if path.is_file() else "not generated yet: the first call generates it"

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 from ..compiler.codegen_bwd import generate_bwd
 from ..reference import prepare_inputs, query_positions
 from . import cache
-from .backend import interpreting
+from .backend import interpreting, target_name
 
 __all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "attention_backward", "bwd_module",
            "bwd_source", "bwd_aot_requests"]
@@ -113,13 +113,8 @@ def _entry_key(kernel, target: str) -> str:
 
 def bwd_module(kernel, device: torch.device):
     """The imported backward module for a device (interpreter on CPU)."""
-    interpret = interpreting()
-    if interpret:
-        target = "interpreter"
-    else:
-        major, minor = torch.cuda.get_device_capability(device)
-        target = f"cuda:sm_{major}{minor}"
-    module, _ = cache.get_module(_entry_key(kernel, target), lambda: bwd_source(kernel), interpret=interpret)
+    module, _ = cache.get_module(_entry_key(kernel, target_name(device)), lambda: bwd_source(kernel),
+                                 interpret=interpreting())
     return module
 
 

@@ -10,13 +10,22 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["interpreting", "import_triton"]
+__all__ = ["interpreting", "import_triton", "choose", "target_name"]
 
 
 def interpreting() -> bool:
     """Whether kernels run under Triton's interpreter in this process."""
     import_triton()
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def target_name(device=None) -> str:
+    """What kernels are built for in this process: 'interpreter', or 'cuda:sm_XY' for `device`."""
+    if interpreting():
+        return "interpreter"
+    import torch
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"cuda:sm_{major}{minor}"
 
 
 def choose() -> None:

@@ -17,7 +17,7 @@ from ..compiler.codegen import KernelPlan, generate, plan
 from ..errors import ArgumentError
 from ..reference import prepare_inputs, query_positions
 from . import cache
-from .backend import interpreting
+from .backend import interpreting, target_name
 from .checks import check_qkv
 
 __all__ = ["Kernel", "compile", "attention", "KernelConfig", "default_config"]
@@ -95,14 +95,8 @@ class Kernel:
 
     def module(self, device: torch.device):
         """The imported kernel module for a device (interpreter on CPU)."""
-        interpret = interpreting()
-        if interpret:
-            target = "interpreter"
-        else:
-            major, minor = torch.cuda.get_device_capability(device)
-            target = f"cuda:sm_{major}{minor}"
-        key = cache.entry_key(self.key, {"plan": self.plan.mode, "kernel": "fwd"}, target)
-        module, _ = cache.get_module(key, self.source, interpret=interpret)
+        key = cache.entry_key(self.key, {"plan": self.plan.mode, "kernel": "fwd"}, target_name(device))
+        module, _ = cache.get_module(key, self.source, interpret=interpreting())
         return module
 
     def _tables(self, q_len, kv_len, cfg, heads, batch, q_offset, inputs, device):
