@@ -32,3 +32,38 @@ def assert_close_to_reference(out, ref64, eager, what=""):
     base = (eager.double() - ref64).abs().max().item() if out.numel() else 0.0
     bound = max(FUDGE * base, FLOOR[out.dtype])
     assert err <= bound, f"{what}: kernel error {err:.3g} > bound {bound:.3g} (eager {out.dtype} error {base:.3g})"
+
+
+# -- ahead-of-time compile checks shared by tests/test_aot.py and tests/test_aot_backward.py -------------
+
+AOT_TARGETS = ("sm_80", "sm_90a")
+AOT_HEAD_DIMS = (64, 128)
+
+
+def library_kernels():
+    """(name, Kernel) for each distinct library kernel: equivalent patterns share one kernel."""
+    import attnpat
+    seen, kernels = set(), []
+    for name in attnpat.library_names():
+        kernel = attnpat.compile(name)
+        if kernel.key not in seen:
+            seen.add(kernel.key)
+            kernels.append((name, kernel))
+    return kernels
+
+
+def aot_problems(labelled_reports) -> list[str]:
+    """Spills, missing tensor-core MMA or resources over the limits, one line per offending report."""
+    problems = []
+    for label, r in labelled_reports:
+        target = r.target
+        text = (f"{label} ({r.block_m}x{r.block_n}, {r.num_warps} warps, {r.num_stages} stages): "
+                f"regs={r.registers} stack={r.stack_bytes} local={r.spill_bytes} mma={r.mma_kind}x{r.mma_count}")
+        if r.stack_bytes or r.spill_bytes:
+            problems.append("spills: " + text)
+        wanted = ("HMMA",) if target == "sm_80" else ("HGMMA", "HMMA")
+        if r.mma_kind not in wanted or r.mma_count == 0:
+            problems.append("no tensor-core MMA: " + text)
+        if r.registers > 255 or r.shared_bytes > 163 * 1024:
+            problems.append("resources: " + text)
+    return problems
