@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .compiler import nodes as N
-from .errors import ArgumentError
 from .compiler.check import CheckedPattern, check_pattern
 from .compiler.parse import parse_module
 from .compiler.unparse import unparse
@@ -91,25 +90,39 @@ class Pattern:
         Returns:
             a :class:`~attnpat.compiler.lower.BlockMask`.
         """
+        return self.lowering(q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
+                             q_offset=q_offset, **inputs)[0]
+
+    def lowering(self, q_len: int, kv_len: int, *, block_q: int = 128, block_k: int = 64, heads: int = 1,
+                 batch: int = 1, q_offset: int | None = None, **inputs):
+        """Like block_mask, but also returns, for each stored variant, the IR and the input tables it was
+        lowered from (what evaluating its PARTIAL tiles point by point needs).
+
+        Returns:
+            (BlockMask, [(ir, {input: (axis, values)}) per variant]).
+        """
         from .compiler.lower import lower
-        from .reference import prepare_inputs, query_positions
+        from .reference import check_sizes, prepare_inputs, query_positions
         self.canonical  # raise EmptyPatternError early
-        for name, v in (("q_len", q_len), ("kv_len", kv_len), ("heads", heads), ("batch", batch)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
-                raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, "
-                                    f"got {v!r}")
+        check_sizes(q_len=q_len, kv_len=kv_len, heads=heads, batch=batch)
         tensors = prepare_inputs(self.checked, q_len, kv_len, batch, inputs)
         axes = self.inputs
         per_batch = [
             {n: (axes[n], t[min(b, t.shape[0] - 1)].numpy()) for n, t in tensors.items()}
             for b in range(batch)
         ] if tensors else [{}]
-        batch_varies = any(t.shape[0] > 1 for t in tensors.values())
         variants, assignment = self._variants(heads, batch)
-        if batch_varies:
+        if any(t.shape[0] > 1 for t in tensors.values()):
             assignment[:, :, 1] = np.arange(batch)[:, None]
-        return lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k,
-                     q_start=query_positions(q_len, kv_len, q_offset), inputs_per_batch=per_batch)
+        bm = lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k,
+                   q_start=query_positions(q_len, kv_len, q_offset), inputs_per_batch=per_batch)
+        sources = [None] * bm.num_variants
+        for b in range(batch):
+            for h in range(heads):
+                v = int(bm.variant[b, h])
+                if sources[v] is None:
+                    sources[v] = (variants[int(assignment[b, h, 0])], per_batch[int(assignment[b, h, 1])])
+        return bm, sources
 
     def _variants(self, heads: int, batch: int):
         """Distinct IRs over (b, h) after substituting the variables the pattern reads."""

@@ -15,7 +15,14 @@ from .compiler.check import CheckedPattern
 from .compiler.hashing import hash32
 from .errors import ArgumentError, InputError
 
-__all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions"]
+__all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions", "check_sizes"]
+
+
+def check_sizes(**sizes: object) -> None:
+    """Lengths must be non-negative ints, batch and head counts positive ints (ArgumentError otherwise)."""
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
+            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, got {v!r}")
 
 
 def query_positions(q_len: int, kv_len: int, q_offset: int | None) -> int:
@@ -178,9 +185,7 @@ class _Grid:
 def evaluate_dense(checked: CheckedPattern, q_len: int, kv_len: int, *, batch: int = 1, heads: int = 1,
                    q_offset: int | None = None, inputs: dict[str, object] | None = None) -> torch.Tensor:
     """Evaluate the checked mask on every (b, h, q, k): a bool tensor [batch, heads, q_len, kv_len]."""
-    for name, v in (("q_len", q_len), ("kv_len", kv_len), ("batch", batch), ("heads", heads)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
-            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, got {v!r}")
+    check_sizes(q_len=q_len, kv_len=kv_len, batch=batch, heads=heads)
     tensors = prepare_inputs(checked, q_len, kv_len, batch, dict(inputs or {}))
     grid = _Grid(checked, q_len, kv_len, batch, heads, q_offset, tensors)
     out = grid.eval(checked.expr)

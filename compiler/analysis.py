@@ -27,7 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ArgumentError
-from .lower import BlockMask, evaluate_points, lower
+from .lower import BlockMask, evaluate_points
 
 __all__ = ["Analysis", "analyze", "causal_pairs", "receptive_field", "tile_grid"]
 
@@ -322,41 +322,6 @@ def receptive_field(last: int, first_min: int, first_max: int, earliest: np.ndar
     return last - lo
 
 
-# -- lowering with the variants kept --------------------------------------------------------------------
-
-
-def _lowered(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, heads: int, batch: int,
-             q_offset: int | None, inputs: dict):
-    """Like Pattern.block_mask, but also returns, for each stored variant, the IR and the input tables
-    it was lowered from (what evaluating its PARTIAL tiles needs)."""
-    from ..reference import prepare_inputs, query_positions
-    pattern.canonical   # raise EmptyPatternError early
-    for name, v in (("q_len", q_len), ("kv_len", kv_len), ("heads", heads), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
-            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, "
-                                f"got {v!r}")
-    tensors = prepare_inputs(pattern.checked, q_len, kv_len, batch, inputs)
-    axes = pattern.inputs
-    per_batch = [
-        {n: (axes[n], t[min(b, t.shape[0] - 1)].numpy()) for n, t in tensors.items()}
-        for b in range(batch)
-    ] if tensors else [{}]
-    batch_varies = any(t.shape[0] > 1 for t in tensors.values())
-    variants, assignment = pattern._variants(heads, batch)
-    if batch_varies:
-        assignment[:, :, 1] = np.arange(batch)[:, None]
-    q_start = query_positions(q_len, kv_len, q_offset)
-    bm = lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k, q_start=q_start,
-               inputs_per_batch=per_batch)
-    sources = [None] * bm.num_variants
-    for b in range(batch):
-        for h in range(heads):
-            v = int(bm.variant[b, h])
-            if sources[v] is None:
-                sources[v] = (variants[int(assignment[b, h, 0])], per_batch[int(assignment[b, h, 1])])
-    return bm, sources
-
-
 @dataclass
 class _Rows:
     """Per-row facts of one stored variant."""
@@ -448,8 +413,8 @@ def tile_grid(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, b
         tile -- FULL tiles by their area, PARTIAL ones point by point -- or None when that would evaluate
         more than `count_budget` points.
     """
-    bm, sources = _lowered(pattern, q_len, kv_len, block_q=block_q, block_k=block_k, heads=head + 1,
-                           batch=batch, q_offset=q_offset, inputs=dict(inputs or {}))
+    bm, sources = pattern.lowering(q_len, kv_len, block_q=block_q, block_k=block_k, heads=head + 1,
+                                   batch=batch, q_offset=q_offset, **dict(inputs or {}))
     v = int(bm.variant[batch_index, head])
     kinds = bm.to_dense(batch=batch_index)[head]
     pptr = bm.partial_ptr[v]
@@ -495,8 +460,8 @@ def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, b
     for name, v, lo in (("layers", layers, 1), ("head_dim", head_dim, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
-    bm, sources = _lowered(pattern, q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
-                           q_offset=q_offset, inputs=inputs)
+    bm, sources = pattern.lowering(q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
+                                   q_offset=q_offset, **inputs)
     q_start = bm.q_start
     uses = np.bincount(bm.variant.ravel(), minlength=bm.num_variants)
     scans = [_scan(bm, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
@@ -560,8 +525,8 @@ def _receptive(pattern, bm: BlockMask, scans: list[_Rows], layers: int, *, heads
                       "the queries analysed; use q_len == kv_len"), 0
     else:
         # The layers below compute every key position as a query (self-attention over kv_len positions).
-        square, sources = _lowered(pattern, kv_len, kv_len, block_q=block_q, block_k=block_k, heads=heads,
-                                   batch=batch, q_offset=0, inputs=inputs)
+        square, sources = pattern.lowering(kv_len, kv_len, block_q=block_q, block_k=block_k, heads=heads,
+                                           batch=batch, q_offset=0, **inputs)
         sq_scans = [_scan(square, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
         extra = sum(x.evaluated for x in sq_scans)
         note = f"the layers below are taken as self-attention over all {kv_len:,} positions"
