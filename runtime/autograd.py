@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -118,45 +117,6 @@ def bwd_module(kernel, device: torch.device):
     return module
 
 
-# -- block tables -----------------------------------------------------------------------------------
-
-_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_DUMMY: dict = {}
-
-
-def _dummy(device):
-    key = str(device)
-    if key not in _DUMMY:
-        _DUMMY[key] = torch.zeros(2, dtype=torch.int32, device=device)
-    return _DUMMY[key]
-
-
-def _tables(kernel, q_len, kv_len, block_m, block_n, heads, batch, q_offset, inputs, device, transposed):
-    """(variant, partial ptr, partial idx, full ptr, full idx, count) for the dQ rows or dK/dV columns."""
-    if kernel.plan.mode == "band":
-        d = _dummy(device)
-        return d, d, d, d, d, 1
-    per_kernel = _TABLES.setdefault(kernel, {})
-    cache_key = (q_len, kv_len, block_m, block_n, heads, batch, q_offset, str(device))
-    if inputs or cache_key not in per_kernel:
-        bm = kernel.pattern.block_mask(q_len, kv_len, block_q=block_m, block_k=block_n, heads=heads, batch=batch,
-                                       q_offset=q_offset, **inputs)
-
-        def dev(ptr, idx):
-            idx = idx if len(idx) else ptr[:1, :1]
-            return (torch.from_numpy(ptr.astype("int32").ravel()).to(device),
-                    torch.from_numpy(idx.astype("int32", copy=False).ravel()).to(device))
-        variant = torch.from_numpy(bm.variant.astype("int32").ravel()).to(device)
-        rows = (variant, *dev(bm.partial_ptr, bm.partial_idx), *dev(bm.full_ptr, bm.full_idx), bm.num_q_blocks)
-        cols = (variant, *dev(bm.t_partial_ptr, bm.t_partial_idx), *dev(bm.t_full_ptr, bm.t_full_idx),
-                bm.num_k_blocks)
-        entry = (rows, cols)
-        if inputs:
-            return entry[1 if transposed else 0]
-        per_kernel[cache_key] = entry
-    return per_kernel[cache_key][1 if transposed else 0]
-
-
 # -- the backward pass ------------------------------------------------------------------------------
 
 
@@ -194,8 +154,8 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
     consts = dict(HEAD_DIM=D, HEAD_DIM_P=_pow2(D), DOT_PRECISION=precision)
     if dk is not None:
         c = cfg.dkdv
-        variant, pp, pi, fp, fi, nkb = _tables(kernel, N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
-                                               transposed=True)
+        variant, pp, pi, fp, fi, nkb = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
+                                                     transposed=True)
         grid = (-(-M // c.block_n), B * Hkv)
         module.attn_bwd_dkdv[grid](
             q, k, v, do, lse2, delta, dk, dv,
@@ -207,8 +167,7 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
         )
     if dq is not None:
         c = cfg.dq
-        variant, pp, pi, fp, fi, nqb = _tables(kernel, N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
-                                               transposed=False)
+        variant, pp, pi, fp, fi, nqb = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device)
         grid = (-(-N // c.block_m), B * Hq)
         module.attn_bwd_dq[grid](
             q, k, v, do, lse2, delta, dq,

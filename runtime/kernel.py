@@ -99,25 +99,35 @@ class Kernel:
         module, _ = cache.get_module(key, self.source, interpret=interpreting())
         return module
 
-    def _tables(self, q_len, kv_len, cfg, heads, batch, q_offset, inputs, device):
+    def tables(self, q_len, kv_len, block_m, block_n, heads, batch, q_offset, inputs, device, *,
+               transposed: bool = False):
+        """Block-mask tables on `device` as the kernels read them: (variant, partial ptr, partial idx, full ptr,
+        full idx, count) -- rows per query block (forward, dQ) or, transposed, columns per key block (dK/dV).
+
+        Band plans need none (placeholders are returned). Masks without runtime inputs are cached per shape.
+        """
         if self.plan.mode == "band":
             dummy = torch.zeros(2, dtype=torch.int32, device=device)
             return dummy, dummy, dummy, dummy, dummy, 1
-        cache_key = (q_len, kv_len, cfg.block_m, cfg.block_n, heads, batch, q_offset, str(device))
-        if not inputs and cache_key in self._static_masks:
-            return self._static_masks[cache_key]
-        bm = self.pattern.block_mask(q_len, kv_len, block_q=cfg.block_m, block_k=cfg.block_n, heads=heads,
-                                     batch=batch, q_offset=q_offset, **inputs)
+        cache_key = (q_len, kv_len, block_m, block_n, heads, batch, q_offset, str(device))
+        entry = None if inputs else self._static_masks.get(cache_key)
+        if entry is None:
+            bm = self.pattern.block_mask(q_len, kv_len, block_q=block_m, block_k=block_n, heads=heads,
+                                         batch=batch, q_offset=q_offset, **inputs)
 
-        def dev(a):
-            return torch.from_numpy(a.astype("int32", copy=False).ravel()).to(device)
-        out = (dev(bm.variant), dev(bm.partial_ptr), dev(bm.partial_idx if len(bm.partial_idx) else
-                                                         bm.partial_ptr[:1, :1]),
-               dev(bm.full_ptr), dev(bm.full_idx if len(bm.full_idx) else bm.full_ptr[:1, :1]),
-               bm.num_q_blocks)
-        if not inputs:
-            self._static_masks[cache_key] = out
-        return out
+            def dev(a):
+                return torch.from_numpy(a.astype("int32", copy=False).ravel()).to(device)
+
+            def csr(ptr, idx):   # an empty index array still needs one readable element
+                return dev(ptr), dev(idx if len(idx) else ptr[:1, :1])
+            variant = dev(bm.variant)
+            entry = ((variant, *csr(bm.partial_ptr, bm.partial_idx), *csr(bm.full_ptr, bm.full_idx),
+                      bm.num_q_blocks),
+                     (variant, *csr(bm.t_partial_ptr, bm.t_partial_idx), *csr(bm.t_full_ptr, bm.t_full_idx),
+                      bm.num_k_blocks))
+            if not inputs:
+                self._static_masks[cache_key] = entry
+        return entry[1 if transposed else 0]
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                  return_lse: bool = False, q_offset: int | None = None, **inputs):
@@ -152,7 +162,8 @@ class Kernel:
                                 f"the CPU")
         tensors = prepare_inputs(self.pattern.checked, N, M, B, inputs)
         cfg = self.config(D, q.dtype)
-        variant, pp, pi, fp, fi, nqb = self._tables(N, M, cfg, Hq, B, q_offset, inputs, device)
+        variant, pp, pi, fp, fi, nqb = self.tables(N, M, cfg.block_m, cfg.block_n, Hq, B, q_offset, inputs,
+                                                   device)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = torch.empty((B, Hq, N), dtype=torch.float32, device=device) if return_lse else out
         in_args = []
