@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-# the kernel's error against fp64 may be this many times the eager same-dtype error ...
-FUDGE = 4.0
-# ... or, when the eager error is tiny (short rows, exact cancellation), this absolute floor
-FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def eager_attention(q, k, v, mask, scale=None):
-    """Attention computed by torch eager in the inputs' own dtype (the error baseline)."""
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    s = (1.0 / math.sqrt(q.shape[-1])) if scale is None else scale
-    scores = (q @ k.transpose(-1, -2)) * s
-    scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).nan_to_num(0.0)
-    return probs @ v
+# The FlexAttention criterion, shared with `attnpat verify`: the kernel's error against fp64 may be FUDGE
+# times the eager same-dtype error (eager_attention), or FLOOR[dtype] when that error is tiny.
+from attnpat.verify import FLOOR, FUDGE, eager_attention  # noqa: F401  (re-exported for the tests)
 
 
 def assert_close_to_reference(out, ref64, eager, what=""):

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import attnpat
 from attnpat.errors import EmptyPatternError
 from attnpat.runtime.autograd import BwdConfig, TileConfig, override_bwd_config
+from attnpat.verify import eager_attention
 from strategies import cases
 
 warnings.filterwarnings("ignore", message="attnpat: kernels run under Triton's interpreter")
@@ -51,17 +52,7 @@ def _own_cache(tmp_path_factory):
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _eager(q, k, v, mask, scale):
-    """Attention in q's dtype with eager torch ops (the low-precision baseline); empty rows give 0."""
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    empty = ~mask.any(-1, keepdim=True)
-    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).masked_fill(empty, 0.0)
-    return torch.matmul(probs, v)
+_eager = eager_attention   # the low-precision baseline shared with `attnpat verify`; empty rows give 0
 
 
 def _leaves(B, Hq, Hkv, N, M, D, dtype, seed=0):

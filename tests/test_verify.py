@@ -68,3 +68,18 @@ def test_inspect_warns_loudly_on_spills(capsys):
     import torch
     (report,) = compile_many([aot_request(kernel, target="sm_80", dtype=torch.float16, head_dim=256)])
     assert report.spills
+
+
+def test_eager_baseline_has_zero_not_nan_gradients_on_empty_rows():
+    """A NaN baseline would make every `error <= factor * baseline` comparison pass."""
+    import torch
+    from attnpat.verify import eager_attention
+    pattern = attnpat.parse("pattern late():\n    mask causal and q >= 5\n")
+    mask = pattern.dense_mask(8, 8, heads=2)
+    q, k, v = (torch.randn(1, 2, 8, 16, requires_grad=True) for _ in range(3))
+    out = eager_attention(q, k, v, mask)
+    out.sum().backward()
+    assert (out[:, :, :5] == 0).all()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+    assert (q.grad[:, :, :5] == 0).all()
