@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import lru_cache
 from importlib import resources
@@ -48,6 +49,16 @@ def resolve_library(name: str) -> tuple[N.Module, N.PatternDef] | None:
     return module, next(p for p in module.patterns if p.name == name)
 
 
+# What the checker's "did you mean" searches besides the calling file (see compiler.check.Resolver).
+resolve_library.names = library_names
+
+
+def _did_you_mean(name: str, candidates, what: str = "") -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean {what}'{close[0]}'?)" if close else ""
+
+
 def read_module(path: str) -> N.Module:
     """Read and parse a `.attn` file."""
     try:
@@ -73,9 +84,7 @@ def pick_pattern(module: N.Module, stem: str, pattern: str | None) -> str:
     names = [p.name for p in module.patterns]
     if pattern is not None:
         if pattern not in names:
-            import difflib
-            close = difflib.get_close_matches(pattern, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = _did_you_mean(pattern, names)
             raise PatternNameError(f"no pattern '{pattern}' in {module_name(module)}{hint}; "
                                    f"it has: {', '.join(names) or 'none'}")
         return pattern
@@ -95,15 +104,30 @@ def module_name(module: N.Module) -> str:
 
 
 def locate(spec: str) -> tuple[N.Module, str]:
-    """Resolve a FILE_OR_NAME to a parsed module and the file stem used to pick its default pattern."""
+    """Resolve a FILE_OR_NAME to a parsed module and the file stem used to pick its default pattern.
+
+    An unknown name gets a "did you mean" from the library's pattern and file names; so does a `.attn`
+    path that does not exist when its file name is close to a library name.
+    """
     if spec.endswith(".attn") or os.sep in spec or "/" in spec or os.path.exists(spec):
-        return read_module(spec), os.path.basename(spec)[:-5] if spec.endswith(".attn") else spec
+        stem = os.path.basename(spec)[:-5] if spec.endswith(".attn") else spec
+        try:
+            return read_module(spec), stem
+        except PatternError as exc:
+            # 'sliding_windw.attn' that is not there: perhaps the library pattern was meant
+            bare = spec.endswith(".attn") and os.path.basename(spec) == spec and not os.path.exists(spec)
+            hint = _did_you_mean(stem, _library_candidates(), "the library pattern ") if bare else ""
+            if not hint:
+                raise
+            raise PatternError(exc.message + hint) from None
     if spec in _library_files():
         return library_module(spec), spec
     stem = _library_index().get(spec)
     if stem is not None:
         return library_module(stem), spec
-    import difflib
-    close = difflib.get_close_matches(spec, library_names(), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise PatternNameError(f"no file or library pattern named '{spec}'{hint}")
+    raise PatternNameError(f"no file or library pattern named '{spec}'{_did_you_mean(spec, _library_candidates())}")
+
+
+def _library_candidates() -> list[str]:
+    """Names `locate` accepts for the library: every pattern name and every file name (without .attn)."""
+    return library_names() + sorted(_library_files())

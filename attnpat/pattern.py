@@ -167,7 +167,10 @@ def load(path_or_name: str, pattern: str | None = None, **params) -> Pattern:
     Args:
         path_or_name: a file path, a library file or pattern name, optionally with ':PATTERN'.
         pattern: which pattern of the file (default: the one named like the file, or the only one).
-        **params: parameter overrides, checked against the declared types and `require` clauses.
+        **params: parameter overrides, checked against the declared types and `require` clauses. No
+            pattern can declare a parameter named like an argument of load, parse or Pattern.with_params
+            (path_or_name, pattern, text, name, self): the checker rejects it where it is declared
+            (compiler.check.RESERVED_PARAMETER_NAMES), so `params` never collides with them.
     """
     spec, named = split_spec(path_or_name)
     module, stem = locate(spec)

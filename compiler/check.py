@@ -21,18 +21,49 @@ from . import nodes as N
 from .hashing import hash32
 from .unparse import unparse_expr
 
-__all__ = ["CheckedPattern", "check_pattern", "python_value", "type_of_value", "VARIABLES", "BUILTINS", "Value"]
+__all__ = [
+    "CheckedPattern", "check_pattern", "python_value", "type_of_value", "VARIABLES", "BUILTINS", "CONSTANTS",
+    "BUILTIN_NAMES", "RESERVED_PATTERN_NAMES", "RESERVED_INPUT_NAMES", "RESERVED_PARAMETER_NAMES", "Value",
+]
 
 VARIABLES = ("q", "k", "h", "b")
 BUILTINS = ("abs", "min", "max", "len", "range", "hash")
 CONSTANTS = ("causal",)
+
+# -- reserved names: defined here once, documented in docs/language.md ("Reserved names") ---------------
+
+# Built in to the language: no parameter, runtime input or local definition may take one of these names.
+BUILTIN_NAMES = VARIABLES + CONSTANTS + BUILTINS
+
+# Names no pattern may take: a call NAME(...) could never reach it (a variable is not callable, a builtin
+# function is called instead). `causal` is not among them: `causal()` does call a pattern named so (the
+# library's `causal`), while the bare name `causal` is the built-in condition k <= q.
+RESERVED_PATTERN_NAMES = VARIABLES + BUILTINS
+
+# Runtime inputs are passed as keyword arguments (`kernel(q, k, v, doc=ids)`), next to the named arguments
+# of every call that takes them: Kernel.__call__, attnpat.attention, runtime.autograd.attention_with_grad,
+# reference_attention, Pattern.dense_mask / block_mask / lowering and compiler.analysis.analyze. An input
+# named like one of those arguments could never be passed, so it cannot be declared (tests/test_check.py
+# checks that this list covers every public function that takes **inputs).
+RESERVED_INPUT_NAMES = (
+    "batch", "block_k", "block_q", "head_dim", "heads", "k", "kernel", "kv_len", "layers", "pattern", "q",
+    "q_len", "q_offset", "return_lse", "scale", "self", "v",
+)
+
+# Parameters are passed as keyword arguments of attnpat.load(path_or_name, pattern, **params),
+# attnpat.parse(text, pattern, *, name, **params) and Pattern.with_params(self, **params); a parameter
+# named like one of their own arguments could never be given a value there, so it cannot be declared.
+RESERVED_PARAMETER_NAMES = ("name", "path_or_name", "pattern", "self", "text")
+
 MAX_CALL_DEPTH = 32
 MAX_COLLECTION = 1 << 16  # elements in one set/list/range constant; keeps a typo from eating memory
 MAX_INT = (1 << 63) - 1   # constants in a checked mask must fit in int64 (the dense reference, the kernels)
 
 Value = Union[int, bool, frozenset, tuple, range]
 
-# Resolver: pattern name -> (module that holds it, its definition), or None if unknown.
+# Resolver: pattern name -> (module that holds it, its definition), or None if unknown. A resolver may also
+# have a `names` attribute, a function returning every name it knows: an unknown pattern's "did you mean"
+# then searches those too (attnpat.library.resolve_library has one: the library's pattern names).
 Resolver = Callable[[str], "tuple[N.Module, N.PatternDef] | None"]
 
 
@@ -186,12 +217,20 @@ class _Checker:
                 return module, p
         found = self.resolver(name) if self.resolver else None
         if found is None:
-            known = [p.name for p in module.patterns]
-            raise PatternNameError(f"unknown pattern '{name}'{_suggest(name, known)}", span)
+            raise PatternNameError(f"unknown pattern '{name}'{_suggest(name, self.pattern_names(module))}", span)
         return found
+
+    def pattern_names(self, module: N.Module) -> list[str]:
+        """Every name a call can reach: the file's patterns, the resolver's (the library) and the builtins."""
+        known = [p.name for p in module.patterns]
+        names = getattr(self.resolver, "names", None)
+        if callable(names):
+            known += [n for n in names() if n not in known]
+        return known + list(BUILTINS)
 
     def check(self, module: N.Module, pattern: N.PatternDef, overrides: dict[str, tuple[Value, Span | None]],
               call_span: Span | None) -> _Typed:
+        _check_pattern_name(pattern)
         if pattern.name in self.stack:
             chain = " -> ".join(self.stack + [pattern.name])
             raise PatternNameError(f"pattern '{pattern.name}' uses itself ({chain})", call_span)
@@ -231,8 +270,14 @@ class _Checker:
                     call_span: Span | None) -> dict[str, Value]:
         names = [p.name for p in pattern.params]
         for p in pattern.params:
-            if p.name in VARIABLES or p.name in CONSTANTS or p.name in BUILTINS:
+            if p.name in BUILTIN_NAMES:
                 raise PatternNameError(f"'{p.name}' is a built-in name and cannot be a parameter", p.span)
+            if p.name in RESERVED_PARAMETER_NAMES:
+                raise PatternNameError(
+                    f"'{p.name}' is reserved and cannot name a parameter: parameter values are passed as keyword "
+                    f"arguments (attnpat.load(FILE, window=8)), and '{p.name}' is already an argument of "
+                    f"attnpat.load, attnpat.parse or Pattern.with_params", p.span,
+                    (f"reserved parameter names: {', '.join(RESERVED_PARAMETER_NAMES)}",))
             if names.count(p.name) > 1:
                 raise PatternNameError(f"parameter '{p.name}' is declared twice", p.span)
         for name, (_, span) in overrides.items():
@@ -271,13 +316,19 @@ class _Checker:
         return bound
 
     def declare_name(self, name: str, span: Span | None, scope: _Scope) -> None:
-        if name in VARIABLES or name in CONSTANTS or name in BUILTINS:
+        if name in BUILTIN_NAMES:
             raise PatternNameError(f"'{name}' is a built-in name and cannot be redefined", span)
         if name in scope.params or name in scope.lets or name in scope.inputs:
             raise PatternNameError(f"'{name}' is already defined in pattern '{scope.pattern.name}'", span)
 
     def declare_input(self, decl: N.InputDecl, scope: _Scope) -> None:
         self.declare_name(decl.name, decl.span, scope)
+        if decl.name in RESERVED_INPUT_NAMES:
+            raise PatternNameError(
+                f"'{decl.name}' is reserved and cannot name a runtime input: inputs are passed as keyword "
+                f"arguments (kernel(q, k, v, doc=ids)), and '{decl.name}' is already an argument of the calls "
+                f"that take them", decl.span,
+                (f"reserved input names: {', '.join(RESERVED_INPUT_NAMES)}",))
         scope.inputs[decl.name] = decl
         other = self.inputs.get(decl.name)
         if other is not None and other.axis != decl.axis:
@@ -332,6 +383,8 @@ class _Checker:
         later = [s for s in scope.pattern.body if isinstance(s, N.Let) and s.name == e.id]
         if later:
             raise PatternNameError(f"'{e.id}' is used before it is defined", e.span)
+        if e.id in self.pattern_names(scope.module):
+            raise PatternTypeError(f"'{e.id}' is a pattern; call it, e.g. {e.id}()", e.span)
         raise PatternNameError(f"unknown name '{e.id}'{_suggest(e.id, known)}", e.span)
 
     def _int(self, e: N.Expr, scope: _Scope, what: str) -> _Typed:
@@ -468,6 +521,10 @@ class _Checker:
         return _Typed(N.Subscript(container.expr, index.expr, e.span), "int")
 
     def e_Call(self, e: N.Call, scope: _Scope) -> _Typed:
+        if e.func in VARIABLES:
+            for p in scope.module.patterns:
+                if p.name == e.func:
+                    _check_pattern_name(p)   # the call can only mean that pattern: report its definition
         if e.func in BUILTINS:
             if e.kwargs:
                 raise PatternTypeError(f"{e.func}() takes no keyword arguments", e.span)
@@ -563,6 +620,20 @@ class _Pre:
     @property
     def span(self):
         return self.typed.expr.span
+
+
+def _check_pattern_name(pattern: N.PatternDef) -> None:
+    """A pattern may not take a name that a call could never reach (RESERVED_PATTERN_NAMES)."""
+    name = pattern.name
+    if name in RESERVED_PATTERN_NAMES:
+        why = (f"a call {name}(...) calls the built-in function" if name in BUILTINS
+               else f"a call {name}() could never reach it")
+        kind = "function" if name in BUILTINS else "variable"
+        span = pattern.span   # the header `pattern NAME`, which ends with the name: point at the name
+        if span is not None and span.end_column > len(name):
+            span = Span(span.source, span.end_line, span.end_column - len(name), span.end_line, span.end_column)
+        raise PatternNameError(f"'{name}' is a built-in {kind} and cannot name a pattern: {why}", span,
+                               (f"names no pattern may take: {', '.join(RESERVED_PATTERN_NAMES)}",))
 
 
 def _floordiv(a: int, b: int) -> int:

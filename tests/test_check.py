@@ -13,10 +13,14 @@ from hypothesis import strategies as st
 
 import attnpat
 from attnpat.compiler import nodes as N
-from attnpat.compiler.check import check_pattern, python_value
+from attnpat.compiler.check import (
+    BUILTIN_NAMES, RESERVED_INPUT_NAMES, RESERVED_PARAMETER_NAMES, RESERVED_PATTERN_NAMES, VARIABLES, check_pattern,
+    python_value,
+)
 from attnpat.compiler.hashing import hash32
 from attnpat.compiler.parse import parse_module
-from strategies import cases, patterns
+from attnpat.library import resolve_library
+from strategies import KEYWORDS, cases, patterns
 
 SLIDING = """pattern sliding_window(window: int = 4096):
     require window >= 1
@@ -374,6 +378,174 @@ def test_library_patterns_can_be_called():
         caller = attnpat.parse(f"pattern caller_of_library():\n{decls}    mask {name}()\n")
         assert caller.expression() == p.expression()
         assert caller.inputs == p.inputs
+
+
+# -- reserved names ------------------------------------------------------------------------------------
+
+def _keyword_signatures(var_keyword: str) -> dict[str, set[str]]:
+    """Every function or method of attnpat (attnpat, attnpat.compiler, attnpat.runtime and their modules)
+    that takes `**<var_keyword>`, with the names of its other arguments."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import attnpat.compiler
+    import attnpat.runtime
+    module_names = []
+    for pkg in (attnpat, attnpat.compiler, attnpat.runtime):
+        module_names += [pkg.__name__] + [i.name for i in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+    found = {}
+    for module_name in module_names:
+        if module_name.endswith("__main__"):
+            continue
+        module = importlib.import_module(module_name)
+        for name, obj in vars(module).items():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            members = [(name, obj)]
+            if inspect.isclass(obj):
+                members = [(f"{name}.{n}", getattr(m, "__func__", m)) for n, m in vars(obj).items()]
+            for qualname, f in members:
+                if not callable(f):
+                    continue
+                try:
+                    parameters = list(inspect.signature(f).parameters.values())
+                except (TypeError, ValueError):
+                    continue
+                if any(p.kind is p.VAR_KEYWORD and p.name == var_keyword for p in parameters):
+                    found[f"{module.__name__}.{qualname}"] = {
+                        p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return found
+
+
+def test_reserved_input_names_are_the_arguments_of_every_call_taking_inputs():
+    found = _keyword_signatures("inputs")
+    # the discovery works: the calls the docs name are among those found
+    for f in ("attnpat.attention", "attnpat.reference.reference_attention", "attnpat.pattern.Pattern.dense_mask",
+              "attnpat.pattern.Pattern.block_mask", "attnpat.compiler.analysis.analyze",
+              "attnpat.runtime.kernel.Kernel.__call__", "attnpat.runtime.kernel.attention",
+              "attnpat.runtime.autograd.attention_with_grad"):
+        assert f in found, f
+    assert set().union(*found.values()) == set(RESERVED_INPUT_NAMES), found
+    assert list(RESERVED_INPUT_NAMES) == sorted(RESERVED_INPUT_NAMES)
+
+
+def test_reserved_parameter_names_are_the_arguments_of_every_call_taking_params():
+    found = _keyword_signatures("params")
+    for f in ("attnpat.pattern.load", "attnpat.pattern.parse", "attnpat.pattern.Pattern.with_params"):
+        assert f in found, f
+    assert set().union(*found.values()) == set(RESERVED_PARAMETER_NAMES), found
+
+
+@pytest.mark.parametrize("name", RESERVED_INPUT_NAMES)
+def test_reserved_input_names_are_rejected(name):
+    text = f"pattern p():\n    input {name}: int[k]\n    mask True\n"
+    with pytest.raises(attnpat.PatternError) as info:
+        attnpat.parse(text, name="f.attn")
+    if name in KEYWORDS:            # 'pattern': not even a name
+        assert type(info.value) is attnpat.PatternSyntaxError
+        return
+    assert type(info.value) is attnpat.PatternNameError
+    assert (info.value.span.line, info.value.span.column) == (2, 5)
+    if name in BUILTIN_NAMES:
+        assert info.value.message == f"'{name}' is a built-in name and cannot be redefined"
+    else:
+        assert info.value.message.startswith(f"'{name}' is reserved and cannot name a runtime input")
+        assert info.value.notes == ("reserved input names: " + ", ".join(RESERVED_INPUT_NAMES),)
+
+
+@pytest.mark.parametrize("name", RESERVED_PARAMETER_NAMES)
+def test_reserved_parameter_names_are_rejected(name):
+    text = f"pattern p(w: int = 1, {name}: int = 2):\n    mask q - k < w\n"
+    with pytest.raises(attnpat.PatternError) as info:
+        attnpat.parse(text, name="f.attn")
+    if name in KEYWORDS:
+        assert type(info.value) is attnpat.PatternSyntaxError
+        return
+    assert type(info.value) is attnpat.PatternNameError
+    assert (info.value.span.line, info.value.span.column) == (1, 23)
+    assert info.value.message.startswith(f"'{name}' is reserved and cannot name a parameter")
+    assert info.value.notes == ("reserved parameter names: " + ", ".join(RESERVED_PARAMETER_NAMES),)
+
+
+def test_reserved_names_are_per_kind():
+    # an input may be named like a load() argument, a parameter like a dense_mask() argument
+    p = attnpat.parse("pattern p(heads: int = 2, scale: int = 1):\n    input name: int[k]\n    input text: int[q]\n"
+                      "    mask q - k < heads * scale and name[q] == name[k] and text[q] >= 0\n", heads=3)
+    assert p.params == {"heads": 3, "scale": 1} and p.inputs == {"name": "k", "text": "q"}
+    mask = p.dense_mask(4, 4, heads=1, name=torch.tensor([0, 0, 1, 1]), text=torch.tensor([0, 1, 2, 3]))
+    assert mask.shape == (1, 1, 4, 4)
+    assert not set(RESERVED_INPUT_NAMES) & set(RESERVED_PARAMETER_NAMES) - {"pattern", "self"}
+
+
+@pytest.mark.parametrize("name", RESERVED_PATTERN_NAMES)
+def test_reserved_pattern_names_are_rejected_at_the_definition(name):
+    text = f"pattern ok():\n    mask causal\n\npattern {name}(w: int = 1):\n    mask causal\n"
+    with pytest.raises(attnpat.PatternNameError) as info:
+        attnpat.parse(text, name, name="f.attn")
+    span = info.value.span
+    assert (span.line, span.column, span.end_column) == (4, 9, 9 + len(name))
+    assert info.value.message.startswith(f"'{name}' is a built-in ")
+    assert f"cannot name a pattern: a call {name}(" in info.value.message
+    # the file's other patterns are not affected
+    assert attnpat.parse(text, "ok").expression() == "k <= q"
+
+
+def test_calling_a_pattern_named_like_a_variable_reports_the_definition():
+    for var in VARIABLES:
+        text = f"pattern p():\n    mask causal and {var}()\n\npattern {var}():\n    mask True\n"
+        with pytest.raises(attnpat.PatternNameError, match=f"'{var}' is a built-in variable") as info:
+            attnpat.parse(text, "p")
+        assert (info.value.span.line, info.value.span.column) == (4, 9)
+    # without such a definition the call is what it always was
+    with pytest.raises(attnpat.PatternTypeError, match="'q' is not a function or pattern"):
+        attnpat.parse("pattern p():\n    mask q()\n")
+
+
+def test_causal_may_name_a_pattern():
+    # `causal()` reaches a pattern so named (the library has one); the bare name stays the builtin
+    assert "causal" not in RESERVED_PATTERN_NAMES
+    text = "pattern causal():\n    mask k < q\n\npattern p():\n    mask causal() and causal\n"
+    assert attnpat.parse(text, "p").expression() == "k < q and k <= q"
+
+
+# -- did you mean ----------------------------------------------------------------------------------------
+
+def test_unknown_pattern_suggests_the_file_then_the_library_then_builtins():
+    def message(mask):
+        with pytest.raises(attnpat.PatternNameError) as info:
+            attnpat.parse(f"pattern band(lo: int = 0):\n    mask q - k >= lo\n\npattern p():\n    mask {mask}\n", "p")
+        return info.value.message
+    assert message("bnad()") == "unknown pattern 'bnad' (did you mean 'band'?)"
+    assert message("streaming_lm()") == "unknown pattern 'streaming_lm' (did you mean 'streaming_llm'?)"
+    assert message("prefix_lm_dynamc()") == "unknown pattern 'prefix_lm_dynamc' (did you mean 'prefix_lm_dynamic'?)"
+    assert message("rnge(3) == {}") == "unknown pattern 'rnge' (did you mean 'range'?)"
+    assert message("zzzzzz()") == "unknown pattern 'zzzzzz'"
+
+
+def test_a_resolver_names_what_it_knows():
+    module = parse_module("pattern p():\n    mask causal and wndow()\n", "f.attn")
+    own = parse_module("pattern window():\n    mask q - k < 3\n", "lib.attn")
+
+    def resolver(name):
+        return (own, own.patterns[0]) if name == "window" else None
+    with pytest.raises(attnpat.PatternNameError) as info:
+        check_pattern(module, "p", resolver=resolver)
+    assert info.value.message == "unknown pattern 'wndow'"      # a bare resolver knows no names
+    resolver.names = lambda: ["window"]
+    with pytest.raises(attnpat.PatternNameError) as info:
+        check_pattern(module, "p", resolver=resolver)
+    assert info.value.message == "unknown pattern 'wndow' (did you mean 'window'?)"
+    assert resolve_library.names() == attnpat.library_names()
+
+
+def test_a_pattern_used_as_a_value():
+    with pytest.raises(attnpat.PatternTypeError, match=r"'document' is a pattern; call it, e.g. document\(\)"):
+        attnpat.parse("pattern p():\n    mask causal and document\n")
+    with pytest.raises(attnpat.PatternTypeError, match=r"'band' is a pattern; call it, e.g. band\(\)"):
+        attnpat.parse("pattern band():\n    mask True\n\npattern p():\n    mask band\n", "p")
+    # a local definition named like a pattern is the definition
+    assert expr_of("full = q - k < 2\nmask full") == "q - k < 2"
 
 
 # -- properties ---------------------------------------------------------------------------------------

@@ -248,6 +248,79 @@ GOLDEN = [
     ("an empty file", "# nothing here\n", {},
      attnpat.PatternNameError,
      "error: f.attn defines no pattern"),
+    # -- "did you mean" for patterns searches the file, the library and the builtin functions
+    ("unknown pattern close to a library pattern",
+     "pattern p():\n    mask causal and slidng_window(window=4)\n", {},
+     attnpat.PatternNameError,
+     "f.attn:2:21: error: unknown pattern 'slidng_window' (did you mean 'sliding_window'?)\n"
+     "        mask causal and slidng_window(window=4)\n"
+     "                        ^^^^^^^^^^^^^^^^^^^^^^^"),
+    ("unknown pattern close to a library pattern in another file",
+     "pattern p():\n    mask causal and documnt_full()\n", {},
+     attnpat.PatternNameError,
+     "f.attn:2:21: error: unknown pattern 'documnt_full' (did you mean 'document_full'?)\n"
+     "        mask causal and documnt_full()\n"
+     "                        ^^^^^^^^^^^^^^"),
+    ("unknown pattern close to a builtin function",
+     "pattern p():\n    mask mx(q, k) < 4\n", {},
+     attnpat.PatternNameError,
+     "f.attn:2:10: error: unknown pattern 'mx' (did you mean 'max'?)\n"
+     "        mask mx(q, k) < 4\n"
+     "             ^^^^^^^^"),
+    ("a pattern used without calling it",
+     "pattern p():\n    mask causal and sliding_window\n", {},
+     attnpat.PatternTypeError,
+     "f.attn:2:21: error: 'sliding_window' is a pattern; call it, e.g. sliding_window()\n"
+     "        mask causal and sliding_window\n"
+     "                        ^^^^^^^^^^^^^^"),
+    # -- reserved names
+    ("runtime input named like an argument of dense_mask",
+     "pattern p():\n    input heads: int[k]\n    mask heads[q] == heads[k]\n", {},
+     attnpat.PatternNameError,
+     "f.attn:2:5: error: 'heads' is reserved and cannot name a runtime input: inputs are passed as keyword "
+     "arguments (kernel(q, k, v, doc=ids)), and 'heads' is already an argument of the calls that take them\n"
+     "        input heads: int[k]\n"
+     "        ^^^^^^^^^^^^^^^^^^^\n"
+     "    note: reserved input names: batch, block_k, block_q, head_dim, heads, k, kernel, kv_len, layers, pattern, q, q_len, q_offset, return_lse, scale, self, v"),
+    ("runtime input named like the kernel's value tensor",
+     "pattern p():\n    input doc: int[k]\n    input v: int[q]\n    mask doc[q] == doc[k] and v[q] > 0\n", {},
+     attnpat.PatternNameError,
+     "f.attn:3:5: error: 'v' is reserved and cannot name a runtime input: inputs are passed as keyword "
+     "arguments (kernel(q, k, v, doc=ids)), and 'v' is already an argument of the calls that take them\n"
+     "        input v: int[q]\n"
+     "        ^^^^^^^^^^^^^^^\n"
+     "    note: reserved input names: batch, block_k, block_q, head_dim, heads, k, kernel, kv_len, layers, pattern, q, q_len, q_offset, return_lse, scale, self, v"),
+    ("parameter named like an argument of attnpat.parse",
+     "pattern p(w: int = 4, name: int = 3):\n    mask q - k < w\n", {},
+     attnpat.PatternNameError,
+     "f.attn:1:23: error: 'name' is reserved and cannot name a parameter: parameter values are passed as "
+     "keyword arguments (attnpat.load(FILE, window=8)), and 'name' is already an argument of attnpat.load, "
+     "attnpat.parse or Pattern.with_params\n"
+     "    pattern p(w: int = 4, name: int = 3):\n"
+     "                          ^^^^^^^^^^^^^\n"
+     "    note: reserved parameter names: name, path_or_name, pattern, self, text"),
+    ("a pattern named like a variable",
+     "pattern q():\n    mask causal\n", {},
+     attnpat.PatternNameError,
+     "f.attn:1:9: error: 'q' is a built-in variable and cannot name a pattern: a call q() could never reach it\n"
+     "    pattern q():\n"
+     "            ^\n"
+     "    note: names no pattern may take: q, k, h, b, abs, min, max, len, range, hash"),
+    ("a pattern named like a builtin function",
+     "pattern hash(seed: int = 0):\n    mask causal\n", {},
+     attnpat.PatternNameError,
+     "f.attn:1:9: error: 'hash' is a built-in function and cannot name a pattern: a call hash(...) calls the "
+     "built-in function\n"
+     "    pattern hash(seed: int = 0):\n"
+     "            ^^^^\n"
+     "    note: names no pattern may take: q, k, h, b, abs, min, max, len, range, hash"),
+    ("calling a pattern named like a variable reports its definition",
+     "pattern h():\n    mask causal\n\npattern p():\n    mask causal and h()\n", {},
+     attnpat.PatternNameError,
+     "f.attn:1:9: error: 'h' is a built-in variable and cannot name a pattern: a call h() could never reach it\n"
+     "    pattern h():\n"
+     "            ^\n"
+     "    note: names no pattern may take: q, k, h, b, abs, min, max, len, range, hash"),
 ]
 
 

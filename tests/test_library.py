@@ -10,6 +10,8 @@ clause are checked too.
 from __future__ import annotations
 
 import ast
+import errno
+import os
 import re
 import zlib
 from importlib import resources
@@ -278,6 +280,65 @@ def test_load_by_file_and_pattern():
     path = resources.files("attnpat.patterns") / "longformer.attn"
     p = attnpat.load(f"{path}:longformer_flags", window=4)
     assert p.name == "longformer_flags" and p.inputs == {"is_global": "k"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("slidng_window", "error: no file or library pattern named 'slidng_window' (did you mean 'sliding_window'?)"),
+    ("documnt_full", "error: no file or library pattern named 'documnt_full' (did you mean 'document_full'?)"),
+    ("prefix_lm_dynamc", "error: no file or library pattern named 'prefix_lm_dynamc' "
+                         "(did you mean 'prefix_lm_dynamic'?)"),
+    ("chunked", "error: no file or library pattern named 'chunked' (did you mean 'chunked_causal'?)"),
+    ("zzzzzz", "error: no file or library pattern named 'zzzzzz'"),
+    ("document:documnt_full", "error: no pattern 'documnt_full' in patterns/document.attn "
+                              "(did you mean 'document_full'?); it has: document, document_full"),
+])
+def test_load_unknown_name_suggests_library_names(spec, message):
+    with pytest.raises(attnpat.PatternNameError) as info:
+        attnpat.load(spec)
+    assert str(info.value) == message
+
+
+def test_load_missing_file_suggests_a_library_pattern(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(attnpat.PatternError) as info:
+        attnpat.load("sliding_windw.attn")
+    assert type(info.value) is attnpat.PatternError
+    missing = os.strerror(errno.ENOENT)   # 'No such file or directory'
+    assert str(info.value) == (f"error: cannot read 'sliding_windw.attn': {missing} "
+                               f"(did you mean the library pattern 'sliding_window'?)")
+    for spec in ("nothing_like_it.attn", "sub/sliding_windw.attn"):   # nothing close; a path of its own
+        with pytest.raises(attnpat.PatternError) as info:
+            attnpat.load(spec)
+        assert str(info.value) == f"error: cannot read '{spec}': {missing}"
+
+
+def test_load_suggestions_search_library_file_names(monkeypatch):
+    from attnpat import library
+    stems = sorted(p.name[:-5] for p in resources.files("attnpat.patterns").iterdir() if p.name.endswith(".attn"))
+    assert set(stems) <= set(library._library_candidates())
+    assert set(attnpat.library_names()) <= set(library._library_candidates())
+    # a library file whose name is no pattern's is suggested by its file name
+    monkeypatch.setattr(library, "_library_candidates", lambda: ["sliding_window", "local_attention_family"])
+    with pytest.raises(attnpat.PatternNameError, match=r"did you mean 'local_attention_family'\?"):
+        attnpat.load("local_atention_family")
+
+
+def test_cli_unknown_name_suggests_library_names(capsys):
+    from attnpat.cli import main
+    assert main(["show", "streaming_lm"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no file or library pattern named 'streaming_lm' (did you mean 'streaming_llm'?)" in err
+    assert main(["check", "dilatd"]) == 1
+    assert "no file or library pattern named 'dilatd' (did you mean 'dilated'?)" in capsys.readouterr().err
+
+
+def test_library_defines_no_reserved_names():
+    from attnpat.compiler.check import RESERVED_INPUT_NAMES, RESERVED_PARAMETER_NAMES, RESERVED_PATTERN_NAMES
+    for name in attnpat.library_names():
+        module, d = attnpat.library.resolve_library(name)
+        assert d.name not in RESERVED_PATTERN_NAMES
+        assert not {p.name for p in d.params} & set(RESERVED_PARAMETER_NAMES)
+        assert not {s.name for s in d.body if type(s).__name__ == "InputDecl"} & set(RESERVED_INPUT_NAMES)
 
 
 def test_library_patterns_compose():
