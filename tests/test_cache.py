@@ -33,7 +33,7 @@ def test_cache_dir_follows_the_environment(cache_root):
 def test_equivalent_spellings_share_one_entry(cache_root):
     spellings = [
         "pattern a(w: int = 8):\n    mask causal and q - k < w\n",
-        "pattern b():\n    mask not (k > q) and q - k <= 7\n",
+        "pattern b2():\n    mask not (k > q) and q - k <= 7\n",
         "pattern c():\n    mask 0 <= q - k < 8 and k <= q + 100\n",
     ]
     kernels = [attnpat.compile(attnpat.parse(t)) for t in spellings]
