@@ -27,7 +27,7 @@ from .hashing import HASH_INIT, HASH_M1, HASH_M2, MASK32
 from .ir import IR, And, Const, Lin, Mod, Opaque, Or, to_text
 from .simplify import Canonical
 
-__all__ = ["KernelPlan", "plan", "generate", "MAX_RUNS"]
+__all__ = ["KernelPlan", "plan", "generate", "key_families", "bound_code", "MAX_RUNS"]
 
 MAX_RUNS = 64   # separate runs of a set that a predicate may test element-wise
 
@@ -41,7 +41,9 @@ class KernelPlan:
         text: the canonical mask text (printed in the generated module's docstring).
         mode: 'band' (arithmetic loop bounds) or 'table' (block-mask tables).
         inputs: runtime inputs as (name, axis) in kernel argument order (in0, in1, ...).
-        families: for 'band', the key intervals: tuples of (lower bounds, upper bounds) as code.
+        families: for 'band', the key intervals of a query block [q_lo, q_hi]: tuples of (lower bounds,
+            upper bounds) as code.
+        bounds: the same intervals as data (see :func:`key_families`), which the backward inverts.
         uses_h, uses_b: whether the predicate reads the head or batch index.
     """
 
@@ -50,6 +52,7 @@ class KernelPlan:
     mode: str
     inputs: tuple[tuple[str, str], ...]
     families: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    bounds: tuple[tuple[tuple[Bound, ...], tuple[Bound, ...]], ...]
     uses_h: bool
     uses_b: bool
 
@@ -60,20 +63,29 @@ class KernelPlan:
 # -- planning -------------------------------------------------------------------------------------
 
 
-def _families(node: IR):
-    """Symbolic key intervals of a query block (code over q_lo, q_hi), or None when one is unbounded."""
+# A bound on k: ("q", c) is q + c, ("c", c) the constant c.
+Bound = tuple[str, int]
+
+
+def key_families(node: IR):
+    """A query's allowed keys as intervals max(lower bounds) <= k <= min(upper bounds), or None when some
+    alternative does not bound k linearly.
+
+    Returns a list of families (lower bounds, upper bounds), each bound a :data:`Bound`. The forward renders
+    them per query block (q = q_lo for lower bounds, q = q_hi for upper ones); the backward inverts them.
+    """
     if isinstance(node, Lin):
-        if node.form == (1, -1):    # lo <= q - k <= hi  ->  q_lo - hi <= k <= q_hi - lo
-            los = () if node.hi is None else (f"q_lo - {node.hi}" if node.hi >= 0 else f"q_lo + {-node.hi}",)
-            his = () if node.lo is None else (f"q_hi - {node.lo}" if node.lo >= 0 else f"q_hi + {-node.lo}",)
+        if node.form == (1, -1):    # lo <= q - k <= hi  ->  q - hi <= k <= q - lo
+            los = () if node.hi is None else (("q", -node.hi),)
+            his = () if node.lo is None else (("q", -node.lo),)
             return [(los, his)]
         if node.form == (0, 1):
-            return [(() if node.lo is None else (str(node.lo),), () if node.hi is None else (str(node.hi),))]
+            return [(() if node.lo is None else (("c", node.lo),), () if node.hi is None else (("c", node.hi),))]
         return None
     if isinstance(node, Or):
         out = []
         for a in node.args:
-            f = _families(a)
+            f = key_families(a)
             if f is None:
                 return None
             out += f
@@ -82,13 +94,26 @@ def _families(node: IR):
         acc = [((), ())]
         bounded = False
         for a in node.args:
-            f = _families(a)
+            f = key_families(a)
             if f is None:
                 continue   # a condition that does not bound k: the predicate handles it
             bounded = True
             acc = [(l1 + l2, h1 + h2) for l1, h1 in acc for l2, h2 in f]
         return acc if bounded else None
     return None
+
+
+def bound_code(bound: Bound, q_var: str) -> str:
+    """A bound as code, with the query position named `q_var`."""
+    kind, c = bound
+    if kind == "c":
+        return str(c)
+    return f"{q_var} - {-c}" if c <= 0 else f"{q_var} + {c}"
+
+
+def _family_code(family) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    los, his = family
+    return tuple(bound_code(b, "q_lo") for b in los), tuple(bound_code(b, "q_hi") for b in his)
 
 
 def _has_opaque(node: IR) -> bool:
@@ -117,14 +142,15 @@ def _ir_uses(node: IR, name: str) -> bool:
 def plan(canonical: Canonical) -> KernelPlan:
     """Choose the kernel's strategy for a canonical pattern."""
     ir = canonical.ir
-    fams = _families(ir)
+    fams = key_families(ir)
     # Opaque conditions (per-head bounds, chunks, runtime inputs) may cut the support far below the
     # linear band, which only a block mask sees: those patterns walk tables.
     band = fams is not None and 1 <= len(fams) <= 2 and all(lo or hi for lo, hi in fams) and not _has_opaque(ir)
     if ir == Const(True):   # full attention: every key block, no tables, no predicate
         band, fams = True, [((), ())]
+    bounds = tuple(fams) if band else ()
     return KernelPlan(canonical.key, canonical.text, "band" if band else "table", canonical.inputs,
-                      tuple(fams) if band else (), _ir_uses(ir, "h"), _ir_uses(ir, "b"))
+                      tuple(_family_code(f) for f in bounds), bounds, _ir_uses(ir, "h"), _ir_uses(ir, "b"))
 
 
 # -- predicate expressions ------------------------------------------------------------------------

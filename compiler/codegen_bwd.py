@@ -27,53 +27,14 @@ numbers are printed from validated integers; no user text reaches the code.
 
 from __future__ import annotations
 
-from .codegen import KernelPlan, _bound, _fill, _full_tile, _Pred, _rename_inputs, plan
+from .codegen import Bound, KernelPlan, _bound, _fill, _full_tile, _Pred, _rename_inputs, plan
 from .hashing import HASH_INIT, HASH_M1, HASH_M2, MASK32
 from .ir import IR, And, Lin, Or, to_text
 from .simplify import Canonical
 
-__all__ = ["generate_bwd", "key_families"]
+__all__ = ["generate_bwd"]
 
 _TEMPLATE_PATH = "kernel_bwd_template.py.txt"
-
-# A bound on k: ("q", c) is q + c, ("c", c) the constant c.
-Bound = tuple[str, int]
-
-
-def key_families(node: IR):
-    """The forward's key intervals as data: a list of (lower bounds, upper bounds) on k, or None.
-
-    Mirrors codegen._families exactly (same recursion, same families in the same order), but keeps each
-    bound as ("q", c) = q + c or ("c", c) = c so that it can be inverted.
-    """
-    if isinstance(node, Lin):
-        if node.form == (1, -1):    # lo <= q - k <= hi  ->  q - hi <= k <= q - lo
-            los = () if node.hi is None else (("q", -node.hi),)
-            his = () if node.lo is None else (("q", -node.lo),)
-            return [(los, his)]
-        if node.form == (0, 1):
-            return [(() if node.lo is None else (("c", node.lo),), () if node.hi is None else (("c", node.hi),))]
-        return None
-    if isinstance(node, Or):
-        out = []
-        for a in node.args:
-            f = key_families(a)
-            if f is None:
-                return None
-            out += f
-        return out
-    if isinstance(node, And):
-        acc = [((), ())]
-        bounded = False
-        for a in node.args:
-            f = key_families(a)
-            if f is None:
-                continue
-            bounded = True
-            acc = [(l1 + l2, h1 + h2) for l1, h1 in acc for l2, h2 in f]
-        return acc if bounded else None
-    return None
-
 
 def _plus(var: str, c: int) -> str:
     if c == 0:
@@ -231,12 +192,7 @@ def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
         dq_body = _indent("\n".join(lines) + "\n" + loop, 4)
 
         # dK/dV: the query-block ranges of each family, inverted per key block
-        fams = key_families(canonical.ir)
-        if fams is None or len(fams) != len(kplan.families):
-            # a band plan the inversion does not model (full attention: one unbounded family) -- every
-            # query block, the FULL test and the predicate keep it exact
-            fams = [((), ())]
-        inverted = [inv for inv in (_query_interval(lo, hi) for lo, hi in fams) if inv is not None]
+        inverted = [inv for inv in (_query_interval(lo, hi) for lo, hi in kplan.bounds) if inv is not None]
         lines = []
         for j, (q_ge, q_le, conds) in enumerate(inverted):
             lines.append(f"lq{j} = {_bound(q_ge, 'maximum', 'Q_START')}")
