@@ -622,6 +622,25 @@ class _Pre:
         return self.typed.expr.span
 
 
+def _name_span(pattern: N.PatternDef) -> Span | None:
+    span = pattern.span   # the header `pattern NAME`, which ends with the name: point at the name
+    if span is not None and span.end_column > len(pattern.name):
+        span = Span(span.source, span.end_line, span.end_column - len(pattern.name), span.end_line, span.end_column)
+    return span
+
+
+def _check_unique_names(module: N.Module) -> None:
+    """Two patterns of one file may not share a name: which one a call meant would be a guess."""
+    first: dict[str, N.PatternDef] = {}
+    for pattern in module.patterns:
+        earlier = first.setdefault(pattern.name, pattern)
+        if earlier is not pattern:
+            span = _name_span(earlier)
+            where = f"{span.source.name}:{span.line}:{span.column}" if span is not None else "earlier"
+            raise PatternNameError(f"pattern '{pattern.name}' is defined twice in this file",
+                                   _name_span(pattern), (f"the first definition is at {where}",))
+
+
 def _check_pattern_name(pattern: N.PatternDef) -> None:
     """A pattern may not take a name that a call could never reach (RESERVED_PATTERN_NAMES)."""
     name = pattern.name
@@ -629,10 +648,7 @@ def _check_pattern_name(pattern: N.PatternDef) -> None:
         why = (f"a call {name}(...) calls the built-in function" if name in BUILTINS
                else f"a call {name}() could never reach it")
         kind = "function" if name in BUILTINS else "variable"
-        span = pattern.span   # the header `pattern NAME`, which ends with the name: point at the name
-        if span is not None and span.end_column > len(name):
-            span = Span(span.source, span.end_line, span.end_column - len(name), span.end_line, span.end_column)
-        raise PatternNameError(f"'{name}' is a built-in {kind} and cannot name a pattern: {why}", span,
+        raise PatternNameError(f"'{name}' is a built-in {kind} and cannot name a pattern: {why}", _name_span(pattern),
                                (f"names no pattern may take: {', '.join(RESERVED_PATTERN_NAMES)}",))
 
 
@@ -704,6 +720,7 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
     Returns:
         the closed, typed mask expression with its inputs and bound parameters.
     """
+    _check_unique_names(module)
     checker = _Checker(resolver)
     pattern = next((p for p in module.patterns if p.name == name), None)
     if pattern is None:

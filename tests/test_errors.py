@@ -41,6 +41,14 @@ GOLDEN = [
      "f.attn:5:21: error: unknown pattern 'bnad' (did you mean 'band'?)\n"
      "        mask causal and bnad(lo=1)\n"
      "                        ^^^^^^^^^^"),
+    ("pattern defined twice",
+     "pattern band(lo: int = 0):\n    mask q - k >= lo\n\npattern p():\n    mask causal\n\n"
+     "pattern band(hi: int = 8):\n    mask q - k <= hi\n", {},
+     attnpat.PatternNameError,
+     "f.attn:7:9: error: pattern 'band' is defined twice in this file\n"
+     "    pattern band(hi: int = 8):\n"
+     "            ^^^^\n"
+     "    note: the first definition is at f.attn:1:9"),
     ("unknown parameter override from Python", SW, {"windw": 3},
      attnpat.ParameterError,
      "error: pattern 'sliding_window' has no parameter 'windw' (did you mean 'window'?)"),
