@@ -5,6 +5,7 @@ in closed form, generates a Triton kernel for it and runs it from PyTorch.
 """
 
 from .runtime.backend import choose as _choose_backend
+from .runtime.backend import kernel_device
 
 _choose_backend()   # before anything else imports triton: see attnpat/runtime/backend.py
 
@@ -31,7 +32,7 @@ def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Pattern", "load", "parse", "compile", "attention", "library_names", "reference_attention",
+    "Pattern", "load", "parse", "compile", "attention", "library_names", "reference_attention", "kernel_device",
     "PatternError", "PatternSyntaxError", "PatternNameError", "PatternTypeError", "ParameterError",
     "RequirementError", "EmptyPatternError", "InputError", "ArgumentError",
 ]

@@ -10,13 +10,20 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["interpreting", "import_triton", "choose", "target_name"]
+__all__ = ["interpreting", "import_triton", "choose", "target_name", "kernel_device"]
 
 
 def interpreting() -> bool:
     """Whether kernels run under Triton's interpreter in this process."""
     import_triton()
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def kernel_device():
+    """The device attnpat's kernels run on in this process: CUDA when they are compiled, else the CPU
+    (Triton's interpreter). Scripts that should run anywhere put their tensors there."""
+    import torch
+    return torch.device("cpu") if interpreting() else torch.device("cuda")
 
 
 def target_name(device=None) -> str:
