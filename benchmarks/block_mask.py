@@ -224,7 +224,10 @@ CASES = [
          lambda n: dict(block=128, window_blocks=3, global_blocks=2, random_blocks=3,
                         key_blocks=max(n // 128, 1), seed=0),
          flex=_bigbird(128, 3, 2, 3, 0),
-         note="hash-based random blocks; attnpat keeps every tile as a candidate (O(N^2/B^2) work)"),
+         note="hash-based random blocks: every tile may hold one, so every tile is a candidate; the "
+              "conditions read q and k only through q // 128 and k // 128, so attnpat evaluates them once "
+              "per 128 x 128 cell (one per tile here: exact, (N/128)^2 evaluations per head, no point-wise "
+              "work); Flex's mask_mod re-implements attnpat's hash by hand (compiler/hashing.py)"),
     # Not in the default set (pass --patterns ... or --all):
     Case("full", "full", {}, flex=_full()),
     Case("document_full", "document_full", {}, inputs=lambda n: {"doc": doc_ids(n)},

@@ -9,8 +9,10 @@ never looks at the N^2 points:
    an O(N) table for ``f(q) == g(k)`` with ``g`` monotone (chunks ``q // c == k // c``, sorted document
    ids); everything else keeps the whole row (a set of global columns stays a set of runs);
 2. *classify*: each candidate tile is classified with three-valued logic; linear and modular atoms are
-   exact on a tile, conjunctions with ranges of q or k cut the tile to a sub-rectangle first, and any other
-   condition is bounded with interval arithmetic (runtime inputs through per-block min/max);
+   exact on a tile, conjunctions with ranges of q or k cut the tile to a sub-rectangle first, conditions
+   that read q and k only through ``q // c`` and ``k // c`` (BigBird's hashed random blocks, block windows)
+   are constant on every chunk cell and are evaluated once per cell the tile overlaps, exactly, and any
+   other condition is bounded with interval arithmetic (runtime inputs through per-block min/max);
 3. *refine*: the few tiles whose PARTIAL verdict is not proven exact are evaluated point by point, within
    a budget, so the masks of the library patterns are tight, and every mask is sound.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +33,11 @@ from . import nodes as N
 from .hashing import hash32
 from .ir import IR, And, Const, Lin, Mod, Opaque, Or
 
-__all__ = ["TileKind", "BlockMask", "lower", "evaluate_points", "REFINE_BUDGET"]
+__all__ = ["TileKind", "BlockMask", "lower", "evaluate_points", "REFINE_BUDGET", "CELL_BUDGET"]
 
 REFINE_BUDGET = 1 << 25   # points evaluated one by one, at most, to tighten unproven PARTIAL tiles
+CELL_BUDGET = 1 << 25     # (tile, chunk cell) pairs evaluated, at most, per chunk of candidate tiles
+_CELL_SLICE = 1 << 20     # (tile, chunk cell) pairs per numpy pass: bounds the temporaries
 _BIG = np.int64(1) << 62
 
 
@@ -67,6 +72,10 @@ class BlockMask:
 
     EMPTY tiles appear nowhere. Query block ``i`` covers rows ``[i * block_q, (i + 1) * block_q)`` (the
     last one is cut at q_len); those rows sit at absolute positions ``q_start + row``.
+
+    ``stats`` counts the work, summed over the stored variants: ``candidate_tiles`` (tiles classified),
+    ``cells_evaluated`` (tile x chunk-cell pairs at which a condition on ``q // c`` and ``k // c`` was
+    evaluated) and ``points_refined`` (points evaluated one by one to tighten PARTIAL tiles).
     """
 
     q_len: int
@@ -156,6 +165,7 @@ class _Geo:
         self.k_hi = np.minimum((cols + 1) * block_k, kv_len) - 1
         self.inputs = inputs          # name -> (axis, values int64 [L])
         self._summary: dict = {}
+        self.cells_left = CELL_BUDGET  # chunk-cell evaluations still allowed (reset per chunk of tiles)
 
     def input_range(self, name: str, index_axis: str):
         """Per-block (min, max) of input `name` read at q (per query block) or k (per key block)."""
@@ -310,29 +320,33 @@ def _input_names(e) -> set[str]:
 
 
 def _tiles(ivs, geo: _Geo, row0: int = 0):
-    """Distinct (query block, key block) pairs covered by a list of per-row intervals (rows from row0)."""
-    rows, cols = [], []
-    for lo, hi in ivs:
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, geo.nkb - 1)
-        n = np.maximum(hi - lo + 1, 0)
-        total = int(n.sum())
-        if total == 0:
-            continue
-        r = np.repeat(np.arange(row0, row0 + len(n), dtype=np.int64), n)
-        starts = np.repeat(np.cumsum(n) - n, n)
-        c = np.arange(total, dtype=np.int64) - starts + np.repeat(lo, n)
-        rows.append(r)
-        cols.append(c)
-    if not rows:
+    """Distinct (query block, key block) pairs covered by a list of per-row intervals (rows from row0),
+    sorted by (row, column).
+
+    Several intervals per row are merged without sorting the tiles: per row, the intervals are ordered by
+    their start and each is cut to begin after the ones before it reach, which leaves disjoint pieces in
+    column order.
+    """
+    if not ivs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(rows) == 1:   # one interval per row: already sorted by (row, column) and distinct
-        return rows[0], cols[0]
-    code = np.concatenate(rows) * geo.nkb + np.concatenate(cols)
-    code.sort()
-    if len(code) > 1:
-        code = code[np.concatenate([[True], code[1:] != code[:-1]])]
-    return code // geo.nkb, code % geo.nkb
+    m, nrows = len(ivs), len(ivs[0][0])
+    lo = np.stack([np.maximum(a, 0) for a, _ in ivs]).astype(np.int64)            # [m, rows]
+    hi = np.stack([np.minimum(b, geo.nkb - 1) for _, b in ivs]).astype(np.int64)
+    if m > 1:
+        lo = np.where(lo <= hi, lo, _BIG)        # empty intervals go last and stay empty
+        order = np.argsort(lo, axis=0, kind="stable")
+        lo, hi = np.take_along_axis(lo, order, 0), np.take_along_axis(hi, order, 0)
+        reach = np.maximum.accumulate(hi, axis=0)
+        lo[1:] = np.maximum(lo[1:], reach[:-1] + 1)
+    lo, hi = lo.T.ravel(), hi.T.ravel()          # row-major: each row's pieces in column order
+    n = np.maximum(hi - lo + 1, 0)
+    total = int(n.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = np.repeat(np.repeat(np.arange(row0, row0 + nrows, dtype=np.int64), m), n)
+    starts = np.repeat(np.cumsum(n) - n, n)
+    cols = np.arange(total, dtype=np.int64) - starts + np.repeat(lo, n)
+    return rows, cols
 
 
 # -- classification -------------------------------------------------------------------------------
@@ -389,6 +403,11 @@ def _classify(node: IR, box: _Box, geo: _Geo):
         v = np.where((hits == 0) | empty_box, _NONE, np.where(hits == total, _ALL, _SOME)).astype(np.int8)
         exact = abs(node.cq) <= 1 and abs(node.ck) <= 1
         return v, np.full(n, exact)
+    cells = _cell_sizes(node)
+    if cells is not None:
+        out = _cell_verdict(node, cells, box, geo)
+        if out is not None:
+            return out
     if isinstance(node, Opaque):
         v = _Interval(geo, box).bool(node.expr)
         v = np.where(empty_box, _NONE, v).astype(np.int8)
@@ -406,6 +425,10 @@ def _classify(node: IR, box: _Box, geo: _Geo):
                 q1 = q1 if a.hi is None else np.minimum(q1, a.hi)
             else:
                 rest.append(a)
+        # Conditions constant on chunk cells are judged together, as one exact verdict.
+        group, rest = _cell_group(rest, And) if cells is None else (None, rest)
+        if group is not None:
+            rest.append(group)
         sub = box.restrict(q0, q1, k0, k1)
         cut = (q0 != box.q0) | (q1 != box.q1) | (k0 != box.k0) | (k1 != box.k1)
         sub_empty = (q0 > q1) | (k0 > k1)
@@ -436,9 +459,14 @@ def _classify(node: IR, box: _Box, geo: _Geo):
         v = np.where(sub_empty | any_none | empty_box, _NONE,
                      np.where(all_all & ~cut, _ALL, _SOME)).astype(np.int8)
         exact = (n_some == 0) | ((n_some == 1) & some_exact)
+        if group is not None:
+            _split_on_cells(v, exact, box, geo, group, [a for a in node.args if not _in_group(a, group)], And)
         return v, exact
     # Or
-    verdicts = [_classify(a, box, geo) for a in node.args]
+    group, args = _cell_group(list(node.args), Or) if cells is None else (None, list(node.args))
+    if group is not None:
+        args.append(group)
+    verdicts = [_classify(a, box, geo) for a in args]
     vs = np.stack([v for v, _ in verdicts])
     es = np.stack([e for _, e in verdicts])
     any_all = (vs == _ALL).any(0)
@@ -446,7 +474,205 @@ def _classify(node: IR, box: _Box, geo: _Geo):
     n_some = (vs == _SOME).sum(0)
     some_exact = np.where(vs == _SOME, es, True).all(0)
     v = np.where(any_all, _ALL, np.where(all_none, _NONE, _SOME)).astype(np.int8)
-    return v, (n_some <= 1) & some_exact
+    exact = (n_some <= 1) & some_exact
+    if group is not None:
+        _split_on_cells(v, exact, box, geo, group, [a for a in node.args if not _in_group(a, group)], Or)
+    return v, exact
+
+
+# -- conditions constant on chunk cells -----------------------------------------------------------
+#
+# A condition that reads q only through ``q // c`` and k only through ``k // c'`` (constants c, c' >= 1;
+# BigBird's ``hash(seed, h, q // 64, k // 64) % n < r``, block windows ``abs(q // 64 - k // 64) <= 1``)
+# has one value on every cell [i*gq, (i+1)*gq) x [j*gk, (j+1)*gk), gq and gk the gcd of the divisors of q
+# and of k (0: not read, one cell per tile on that axis). So it is decided exactly by evaluating it once
+# per cell a tile overlaps -- with `evaluate_points`, at one point of each cell -- instead of at every point:
+# a tile a multiple of (or a divisor of) the chunk size overlaps a handful of cells.
+
+
+def _chunk_divisors(e: N.Expr, acc: dict) -> bool:
+    """Fold the divisors of every ``q // c`` / ``k // c`` in e into acc (gcd per variable); False when e
+    reads q or k any other way, or reads h, b or a runtime input (not specialised away)."""
+    if isinstance(e, N.BinOp) and e.op == "//" and isinstance(e.left, N.Name) and e.left.id in ("q", "k"):
+        if isinstance(e.right, N.Num) and e.right.value >= 1:
+            acc[e.left.id] = math.gcd(acc[e.left.id], e.right.value)
+            return True
+        return False
+    if isinstance(e, (N.Num, N.BoolLit)):
+        return True
+    if isinstance(e, N.Name):
+        return False
+    if isinstance(e, N.Subscript):   # a list look-up (an input's index is a bare q or k)
+        return isinstance(e.value, N.ListLit) and _chunk_divisors(e.value, acc) and _chunk_divisors(e.index, acc)
+    if isinstance(e, N.Unary):
+        return _chunk_divisors(e.operand, acc)
+    if isinstance(e, N.BinOp):
+        return _chunk_divisors(e.left, acc) and _chunk_divisors(e.right, acc)
+    if isinstance(e, N.BoolOp):
+        return all(_chunk_divisors(v, acc) for v in e.values)
+    if isinstance(e, N.Compare):
+        return _chunk_divisors(e.left, acc) and all(_chunk_divisors(c, acc) for c in e.comparators)
+    if isinstance(e, N.Call):
+        return not e.kwargs and all(_chunk_divisors(a, acc) for a in e.args)
+    if isinstance(e, (N.SetLit, N.ListLit)):
+        return all(_chunk_divisors(x, acc) for x in e.elts)
+    return False
+
+
+def _cell_sizes(node: IR) -> tuple[int, int] | None:
+    """(gq, gk) when `node` is constant on every chunk cell (see above), else None."""
+    if isinstance(node, Opaque):
+        acc = {"q": 0, "k": 0}
+        return (acc["q"], acc["k"]) if _chunk_divisors(node.expr, acc) else None
+    if isinstance(node, (And, Or)):
+        gq = gk = 0
+        for a in node.args:
+            g = _cell_sizes(a)
+            if g is None:
+                return None
+            gq, gk = math.gcd(gq, g[0]), math.gcd(gk, g[1])
+        return gq, gk
+    return None   # Const is decided without cells; Lin and Mod in closed form
+
+
+def _cell_group(args: list, op):
+    """Split the arguments of an And / Or into (one node for those constant on chunk cells, the others)."""
+    cellwise = [a for a in args if not isinstance(a, Const) and _cell_sizes(a) is not None]
+    if not cellwise:
+        return None, args
+    others = [a for a in args if not any(a is c for c in cellwise)]
+    return (cellwise[0] if len(cellwise) == 1 else op(tuple(cellwise))), others
+
+
+def _in_group(a, group) -> bool:
+    return a is group or (isinstance(group, (And, Or)) and any(a is g for g in group.args))
+
+
+def _cell_counts(lo: np.ndarray, hi: np.ndarray, g: int) -> np.ndarray:
+    """Cells of size g (0: one cell) that the ranges [lo, hi] overlap (0 for an empty range)."""
+    if g == 0:
+        return (lo <= hi).astype(np.int64)
+    return np.where(lo <= hi, _floordiv(hi, g) - _floordiv(lo, g) + 1, 0)
+
+
+def _cell_range(lo: np.ndarray, hi: np.ndarray, g: int, i: np.ndarray):
+    """The part of [lo, hi] in its i-th overlapped cell of size g."""
+    if g == 0:
+        return lo, hi
+    start = (_floordiv(lo, g) + i) * g
+    return np.maximum(lo, start), np.minimum(hi, start + (g - 1))
+
+
+def _cell_slices(counts: np.ndarray):
+    """Consecutive tile ranges [a, b) holding about _CELL_SLICE (tile, cell) pairs each."""
+    ends = np.cumsum(counts)
+    a, n = 0, len(counts)
+    while a < n:
+        base = ends[a - 1] if a else 0
+        b = max(a + 1, int(np.searchsorted(ends, base + _CELL_SLICE, side="right")))
+        yield a, min(b, n)
+        a = b
+
+
+def _cell_boxes(box: _Box, tiles: np.ndarray, nq: np.ndarray, nk: np.ndarray, g: tuple[int, int]):
+    """Every (tile, cell) pair of `tiles` (indices into box) as (pair -> position in `tiles`, sub-box)."""
+    cnt = nq * nk
+    t = np.repeat(np.arange(len(tiles), dtype=np.int64), cnt)
+    r = np.arange(len(t), dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    per_row = nk[t]
+    s = tiles[t]
+    q0, q1 = _cell_range(box.q0[s], box.q1[s], g[0], r // per_row)
+    k0, k1 = _cell_range(box.k0[s], box.k1[s], g[1], r % per_row)
+    return t, _Box(q0, q1, k0, k1, box.qb[s], box.kb[s])
+
+
+def _cell_plan(box: _Box, tiles: np.ndarray, g: tuple[int, int], geo: _Geo):
+    """(cells along q, cells along k) per tile, charged to the budget; None when over it."""
+    nq = _cell_counts(box.q0[tiles], box.q1[tiles], g[0])
+    nk = _cell_counts(box.k0[tiles], box.k1[tiles], g[1])
+    total = int((nq * nk).sum())
+    if total > geo.cells_left:
+        return None
+    geo.cells_left -= total
+    return nq, nk
+
+
+def _eval_cells(node: IR, sub: _Box, geo: _Geo) -> np.ndarray:
+    """The value of a node constant on chunk cells on each sub-box (one cell's part of a tile)."""
+    v = evaluate_points(node, sub.q0, sub.k0, geo.inputs, geo.q_start)
+    return np.broadcast_to(np.asarray(v, bool), sub.q0.shape)
+
+
+def _cell_verdict(node: IR, g: tuple[int, int], box: _Box, geo: _Geo):
+    """Exact (verdict, exact) of a node constant on chunk cells, or None when the cells exceed the budget.
+
+    Each tile's cells are laid out on a [tiles, NQ, NK] grid (NQ, NK the most cells a tile overlaps along
+    q and k; tiles of one lowering differ by one cell at most) and evaluated at one point each: the start of
+    the cell moved into the sequence, whose `q // c` and `k // c` are those of every point of the cell that
+    the tile holds. Grid entries past a tile's cells (and empty tiles) are evaluated at a point of the
+    sequence too -- so nothing is evaluated where the dense mask is not -- and not counted.
+    """
+    n = len(box.q0)
+    if n == 0:
+        return np.zeros(0, np.int8), np.ones(0, bool)
+    axes = []
+    for lo, hi, c, first_pos, last_pos in ((box.q0, box.q1, g[0], geo.q_start, geo.q_start + geo.q_len - 1),
+                                           (box.k0, box.k1, g[1], 0, geo.kv_len - 1)):
+        count = _cell_counts(lo, hi, c)
+        first = lo if c == 0 else _floordiv(lo, c) * c
+        axes.append((first, count, c, int(count.max(initial=0)), first_pos, last_pos))
+    (fq, nq, gq, NQ, q_first, q_last), (fk, nk, gk, NK, k_first, k_last) = axes
+    per_tile = max(NQ * NK, 1)
+    if n * per_tile > geo.cells_left:
+        return None
+    geo.cells_left -= n * per_tile
+    iq, ik = np.arange(NQ, dtype=np.int64), np.arange(NK, dtype=np.int64)
+    trues = np.zeros(n, np.int64)
+    step = max(1, _CELL_SLICE // per_tile)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        q = np.clip(fq[a:b, None, None] + gq * iq[None, :, None], q_first, q_last)
+        k = np.clip(fk[a:b, None, None] + gk * ik[None, None, :], k_first, k_last)
+        valid = (iq[None, :, None] < nq[a:b, None, None]) & (ik[None, None, :] < nk[a:b, None, None])
+        val = evaluate_points(node, q, k, geo.inputs, geo.q_start)
+        trues[a:b] = np.logical_and(val, valid).sum(axis=(1, 2))
+    cnt = nq * nk
+    v = np.where(trues == 0, _NONE, np.where(trues == cnt, _ALL, _SOME)).astype(np.int8)
+    return v, np.ones(n, bool)
+
+
+def _split_on_cells(v: np.ndarray, exact: np.ndarray, box: _Box, geo: _Geo, group: IR, others: list, op) -> None:
+    """Tighten the unproven PARTIAL tiles of ``op(group, *others)`` in place, cell by cell: on each cell of
+    `group` it is a constant, which decides the cell (false in an And, true in an Or) or leaves the others
+    to be classified on that cell's part of the tile."""
+    todo = np.nonzero((v == _SOME) & ~exact)[0]
+    if len(todo) == 0 or not others:
+        return
+    g = _cell_sizes(group)
+    plan = _cell_plan(box, todo, g, geo)
+    if plan is None:
+        return
+    nq, nk = plan
+    cnt = nq * nk
+    rest = others[0] if len(others) == 1 else op(tuple(others))
+    decided = _NONE if op is And else _ALL
+    for a, b in _cell_slices(cnt):
+        t, sub = _cell_boxes(box, todo[a:b], nq[a:b], nk[a:b], g)
+        val = _eval_cells(group, sub, geo)
+        open_ = np.nonzero(val if op is And else ~val)[0]
+        sv = np.full(len(t), decided, np.int8)
+        se = np.ones(len(t), bool)
+        if len(open_):
+            sv[open_], se[open_] = _classify(rest, _Box(sub.q0[open_], sub.q1[open_], sub.k0[open_],
+                                                        sub.k1[open_], sub.qb[open_], sub.kb[open_]), geo)
+        m = b - a
+        none = np.bincount(t[sv == _NONE], minlength=m)
+        all_ = np.bincount(t[sv == _ALL], minlength=m)
+        proof = np.bincount(t[(sv == _SOME) & se], minlength=m)   # a proven PARTIAL cell: both kinds of pair
+        c = cnt[a:b]
+        nv = np.where(none == c, _NONE, np.where(all_ == c, _ALL, _SOME)).astype(np.int8)
+        v[todo[a:b]] = nv
+        exact[todo[a:b]] = (nv != _SOME) | ((all_ + proof > 0) & (none + proof > 0))
 
 
 def _residue_count(x, m: int, residues) -> np.ndarray:
@@ -656,10 +882,11 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
     raise AssertionError(f"cannot evaluate {type(e).__name__}")
 
 
-def _refine(ir: IR, v: np.ndarray, exact: np.ndarray, box: _Box, geo: _Geo, budget: int) -> None:
+def _refine(ir: IR, v: np.ndarray, exact: np.ndarray, box: _Box, geo: _Geo, budget: int) -> int:
+    """Evaluate the unproven PARTIAL tiles point by point when they fit the budget; the points evaluated."""
     todo = np.nonzero((v == _SOME) & ~exact)[0]
     if len(todo) == 0 or len(todo) * geo.bq * geo.bk > budget:
-        return
+        return 0
     dq = np.arange(geo.bq, dtype=np.int64)
     dk = np.arange(geo.bk, dtype=np.int64)
     chunk = max(1, (1 << 22) // (geo.bq * geo.bk))
@@ -674,6 +901,7 @@ def _refine(ir: IR, v: np.ndarray, exact: np.ndarray, box: _Box, geo: _Geo, budg
         hit = (m & valid).any(axis=(1, 2))
         allv = (m | ~valid).all(axis=(1, 2))
         v[t] = np.where(~hit, _NONE, np.where(allv, _ALL, _SOME))
+    return len(todo) * geo.bq * geo.bk
 
 
 def _csr(major: np.ndarray, minor: np.ndarray, n_major: int):
@@ -687,8 +915,9 @@ def _csr(major: np.ndarray, minor: np.ndarray, n_major: int):
 CHUNK_TILES = 1 << 21   # candidate tiles classified at once: bounds the temporaries, not the result
 
 
-def _lower_one(ir: IR, geo: _Geo, budget: int):
-    """Tiles of one variant: (qb, kb, kind) arrays of the non-empty tiles, plus candidate count.
+def _lower_one(ir: IR, geo: _Geo, budget: int, cell_budget: int = CELL_BUDGET):
+    """Tiles of one variant: (qb, kb, kind) arrays of the non-empty tiles, plus work counters
+    (candidate tiles, chunk cells evaluated, points evaluated).
 
     Query blocks are taken in chunks of about CHUNK_TILES candidate tiles, so the working memory stays
     bounded and the peak follows the size of the result (a few bytes per non-empty tile).
@@ -699,30 +928,38 @@ def _lower_one(ir: IR, geo: _Geo, budget: int):
         per_row += np.maximum(np.minimum(hi, geo.nkb - 1) - np.maximum(lo, 0) + 1, 0)
     bounds = np.searchsorted(np.cumsum(per_row), np.arange(1, 1 + int(per_row.sum()) // CHUNK_TILES) * CHUNK_TILES)
     edges = [0] + sorted(set(int(b) + 1 for b in bounds if 0 <= b < geo.nqb - 1)) + [geo.nqb]
-    out_qb, out_kb, out_v, candidates = [], [], [], 0
+    out_qb, out_kb, out_v = [], [], []
+    work = {"candidate_tiles": 0, "cells_evaluated": 0, "points_refined": 0}
     for r0, r1 in zip(edges[:-1], edges[1:]):
         qb, kb = _tiles([(lo[r0:r1], hi[r0:r1]) for lo, hi in ivs], geo, r0)
         box = _Box(geo.q_lo[qb], geo.q_hi[qb], geo.k_lo[kb], geo.k_hi[kb], qb, kb)
+        geo.cells_left = cell_budget
         v, exact = _classify(ir, box, geo)
-        _refine(ir, v, exact, box, geo, budget)
+        work["cells_evaluated"] += cell_budget - geo.cells_left
+        work["points_refined"] += _refine(ir, v, exact, box, geo, budget)
         keep = v != _NONE
         out_qb.append(qb[keep].astype(np.int32))
         out_kb.append(kb[keep].astype(np.int32))
         out_v.append(v[keep])
-        candidates += len(qb)
+        work["candidate_tiles"] += len(qb)
         del qb, kb, box, v, exact
-    return np.concatenate(out_qb), np.concatenate(out_kb), np.concatenate(out_v), candidates
+    return np.concatenate(out_qb), np.concatenate(out_kb), np.concatenate(out_v), work
 
 
 def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *, block_q: int, block_k: int,
           q_start: int, inputs_per_batch: list[dict[str, tuple[str, np.ndarray]]] | None = None,
-          refine_budget: int = REFINE_BUDGET) -> BlockMask:
+          refine_budget: int = REFINE_BUDGET, cell_budget: int = CELL_BUDGET) -> BlockMask:
     """Lower per-(batch, head) canonical IRs to one BlockMask.
 
     Args:
         variants: the distinct IRs (after specialising h and b).
         assignment: int [B, H, 2] -- for each (b, h), (index into `variants`, index into inputs_per_batch).
         inputs_per_batch: the runtime input tables, one dict per distinct batch slice.
+        refine_budget: points evaluated one by one, at most, per chunk of candidate tiles, to tighten the
+            PARTIAL tiles that the closed form leaves unproven (0: none; the mask stays sound).
+        cell_budget: (tile, chunk cell) pairs evaluated, at most, per chunk of candidate tiles, for the
+            conditions that read q and k only through ``q // c`` and ``k // c`` (over it they are bounded
+            with interval arithmetic instead; 0: never).
     """
     for name, v in (("block_q", block_q), ("block_k", block_k)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -740,11 +977,12 @@ def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *
     rows = {"partial": [], "full": [], "t_partial": [], "t_full": []}
     offsets = {k: 0 for k in rows}
     ptrs = {k: [] for k in rows}
-    candidates = 0
+    work = {"candidate_tiles": 0, "cells_evaluated": 0, "points_refined": 0}
     for (vi, bi) in pairs:
         geo = _Geo(q_len, kv_len, block_q, block_k, q_start, inputs_per_batch[bi])
-        qb, kb, kind, cand = _lower_one(variants[vi], geo, refine_budget)
-        candidates += cand
+        qb, kb, kind, counts = _lower_one(variants[vi], geo, refine_budget, cell_budget)
+        for name, value in counts.items():
+            work[name] += value
         for name, sel in (("partial", kind == _SOME), ("full", kind == _ALL)):
             for prefix, major, minor, n in (("", qb, kb, nqb), ("t_", kb, qb, nkb)):
                 ptr, idx = _csr(major[sel], minor[sel], n)
@@ -762,4 +1000,4 @@ def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *
     tpp, tpi = cat("t_partial", nkb)
     tfp, tfi = cat("t_full", nkb)
     return BlockMask(q_len, kv_len, block_q, block_k, q_start, B, H, variant, pp, pi, fp, fi, tpp, tpi, tfp, tfi,
-                     stats={"candidate_tiles": candidates})
+                     stats=work)

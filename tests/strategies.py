@@ -18,6 +18,11 @@ Fuzzing:
     resolving_texts()         random masks over declared names of every type (gets past name resolution)
     mutated_texts()           valid pattern files with characters dropped, swapped, duplicated or inserted
     noise_texts()             arbitrary text over the same pool of interesting characters
+
+Chunk-constant patterns (block masks decided once per chunk cell):
+    chunk_patterns()          GenPattern whose mask reads q and k only through q // c and k // c' (BigBird-like
+                              hashed random blocks, block windows, global blocks), sometimes joined with one
+                              linear or modular condition
 """
 
 from __future__ import annotations
@@ -758,3 +763,56 @@ def noise_texts() -> st.SearchStrategy[str]:
     body = st.lists(fragments, max_size=30).map("".join)
     return st.one_of(body, st.builds(lambda b: "pattern p():\n    mask " + b, body))
 
+
+# -- chunk-constant patterns (BigBird-like) ------------------------------------------------------------
+
+__all__ += ["chunk_patterns"]
+
+
+@st.composite
+def _chunk_atom(draw, qb: str, kb: str) -> str:
+    """One condition that reads q and k only through the chunk indices qb = `q // cq`, kb = `k // ck`."""
+    kind = draw(st.sampled_from(["rand", "rand", "rand", "window", "global", "list", "other_chunks", "parity"]))
+    if kind == "rand":
+        m = draw(st.integers(1, 8))
+        seed = draw(st.integers(0, 10**6))
+        args = draw(st.sampled_from([f"{seed}, h, {qb}, {kb}", f"{qb}, {kb}", f"h, {kb}, {qb}",
+                                     f"{qb} * 7 + h, {kb}", f"{seed}, {kb}"]))
+        return f"hash({args}) % {m} < {draw(st.integers(0, m))}"
+    if kind == "window":
+        w = draw(st.integers(0, 3))
+        return draw(st.sampled_from([f"abs({qb} - {kb}) <= {w}", f"{qb} - {kb} in {{0, {w + 1}}}",
+                                     f"{kb} <= {qb}"]))
+    if kind == "global":
+        return f"{draw(st.sampled_from([qb, kb]))} < {draw(st.integers(0, 3))}"
+    if kind == "list":
+        return f"{kb} % 3 < [0, 1, 2, 3][h % 4]"
+    if kind == "other_chunks":   # more divisors: the cells shrink to the gcd of each variable's divisors
+        return f"(q // {draw(st.integers(1, 50))} + k // {draw(st.integers(1, 50))}) % 3 != 1"
+    return f"({qb} + {kb} + h) % 2 == 0"
+
+
+@st.composite
+def _chunk_expr(draw, qb: str, kb: str, depth: int = 2) -> str:
+    if depth <= 0 or draw(st.integers(0, 2)) == 0:
+        atom = draw(_chunk_atom(qb, kb))
+        return f"not ({atom})" if draw(st.integers(0, 6)) == 0 else atom
+    op = draw(st.sampled_from(["and", "or", "or"]))
+    return "(" + f" {op} ".join(draw(st.lists(_chunk_expr(qb, kb, depth - 1), min_size=2, max_size=3))) + ")"
+
+
+@st.composite
+def chunk_patterns(draw) -> GenPattern:
+    """A pattern whose mask reads q and k only through `q // cq` and `k // ck` (cq, ck >= 1, equal or not;
+    h freely), like BigBird's `hash(seed, h, q // block, k // block) % n < r` random blocks with block
+    windows and global blocks: constant on every cq x ck cell. A third of them are joined (and / or) with
+    one linear or modular condition (causal, a window, a key range, a dilation) that cuts through cells."""
+    cq = draw(st.one_of(st.integers(1, 12), st.integers(1, 70)))
+    ck = cq if draw(st.booleans()) else draw(st.integers(1, 70))
+    expr = draw(_chunk_expr(f"q // {cq}", f"k // {ck}"))
+    if draw(st.integers(0, 2)) == 0:
+        w = draw(st.integers(0, 40))
+        linear = draw(st.sampled_from(["k <= q", f"q - k < {w}", f"k >= {w}", f"abs(q - k) <= {w}",
+                                       f"(q - k) % {w % 5 + 2} == 0"]))
+        expr = f"({expr}) {draw(st.sampled_from(['and', 'or']))} {linear}"
+    return GenPattern(f"pattern main():\n    mask {expr}\n", "main", {})

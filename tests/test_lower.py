@@ -12,21 +12,22 @@ from hypothesis import strategies as st
 
 import attnpat
 from attnpat import EmptyPatternError
-from attnpat.compiler.lower import TileKind
-from strategies import cases
+from attnpat.compiler.ir import And, Lin, Mod, Or
+from attnpat.compiler.lower import TileKind, _cell_sizes
+from strategies import cases, chunk_patterns
 
 
 def _dense_tiles(mask: np.ndarray, bq: int, bk: int) -> np.ndarray:
-    """Tile kinds from a dense mask [B, H, Q, K] (the brute-force oracle)."""
+    """Tile kinds from a dense mask [B, H, Q, K] (the brute-force oracle); the last tiles may be ragged."""
     B, H, Q, K = mask.shape
     nqb, nkb = -(-Q // bq), -(-K // bk)
-    out = np.zeros((B, H, nqb, nkb), np.uint8)
-    for i in range(nqb):
-        for j in range(nkb):
-            t = mask[:, :, i * bq:(i + 1) * bq, j * bk:(j + 1) * bk]
-            out[:, :, i, j] = np.where(t.all((2, 3)), TileKind.FULL, np.where(t.any((2, 3)), TileKind.PARTIAL,
-                                                                              TileKind.EMPTY))
-    return out
+    grid = np.zeros((B, H, nqb * bq, nkb * bk), np.int8)        # padding: -1, neither allowed nor masked
+    grid[...] = -1
+    grid[:, :, :Q, :K] = mask
+    tiles = grid.reshape(B, H, nqb, bq, nkb, bk)
+    some = (tiles == 1).any((3, 5))
+    every = ~(tiles == 0).any((3, 5))
+    return np.where(every, TileKind.FULL, np.where(some, TileKind.PARTIAL, TileKind.EMPTY)).astype(np.uint8)
 
 
 def _per_batch_tiles(bm, batch: int) -> np.ndarray:
@@ -151,3 +152,82 @@ def test_to_dense_layout_and_bad_block_sizes():
     assert grid[0, 0, 0] == TileKind.PARTIAL and grid[0, 3, 0] == TileKind.FULL and grid[0, 0, 6] == TileKind.EMPTY
     with pytest.raises(attnpat.ArgumentError, match="block_q must be a positive int"):
         attnpat.load("causal").block_mask(100, 100, block_q=0)
+
+
+# -- conditions constant on chunk cells (q // c, k // c: BigBird's random blocks) -------------------
+
+
+def _exact_without_points(ir) -> bool:
+    """Whether the lowering must decide every tile of `ir` without evaluating points: the IR is constant on
+    chunk cells, or an and/or of such conditions with one linear or modular atom exact on any rectangle."""
+    if _cell_sizes(ir) is not None:
+        return True
+    if not isinstance(ir, (And, Or)):
+        return False
+    others = [a for a in ir.args if _cell_sizes(a) is None]
+    return len(others) == 1 and isinstance(others[0], (Lin, Mod)) and abs(others[0].cq) <= 1 \
+        and abs(others[0].ck) <= 1
+
+
+tile_sizes = st.integers(1, 128) | st.sampled_from([1, 2, 16, 32, 64, 128])
+
+
+@given(gen=chunk_patterns(), q_len=st.integers(1, 160), kv_len=st.integers(1, 160), heads=st.integers(1, 3),
+       q_offset=st.none() | st.integers(-20, 170), bq=tile_sizes, bk=tile_sizes)
+def test_chunk_constant_patterns_lower_exactly(gen, q_len, kv_len, heads, q_offset, bq, bk):
+    pattern = gen.load()
+    try:
+        pattern.canonical
+    except EmptyPatternError:
+        assume(False)
+    bm, sources = pattern.lowering(q_len, kv_len, block_q=bq, block_k=bk, heads=heads, q_offset=q_offset)
+    want = _dense_tiles(pattern.dense_mask(q_len, kv_len, heads=heads, q_offset=q_offset).numpy(), bq, bk)
+    assert (_per_batch_tiles(bm, 1) == want).all(), pattern.canonical.text
+    _check_transpose(bm)
+    if all(_exact_without_points(ir) for ir, _ in sources):
+        # exact from one evaluation per chunk cell (and the closed form), not from point-wise refinement
+        assert bm.stats["points_refined"] == 0, pattern.canonical.text
+
+
+@pytest.mark.parametrize("q_len, kv_len, q_offset, bq, bk", [
+    (1024, 1024, None, 128, 64),      # tiles a multiple of the chunk (32)
+    (700, 1100, None, 16, 24),        # tiles dividing / not dividing the chunk, ragged, bottom-right aligned
+    (600, 900, 77, 48, 80),           # chunk boundaries inside tiles, an offset that is no multiple of 32
+    (300, 200, None, 100, 7),         # more queries than keys: positions from -100
+])
+def test_bigbird_is_exact_without_refinement(q_len, kv_len, q_offset, bq, bk):
+    pattern = attnpat.load("bigbird", block=32, random_blocks=3, key_blocks=16, seed=7)
+    bm = pattern.block_mask(q_len, kv_len, block_q=bq, block_k=bk, heads=2, q_offset=q_offset)
+    want = _dense_tiles(pattern.dense_mask(q_len, kv_len, heads=2, q_offset=q_offset).numpy(), bq, bk)
+    assert (_per_batch_tiles(bm, 1) == want).all()
+    assert bm.stats["points_refined"] == 0
+    _check_transpose(bm)
+
+
+@pytest.mark.parametrize("q_len, bq, bk", [(150, 64, 60), (30, 7, 60), (300, 64, 60), (200, 50, 200)])
+def test_chunk_cells_are_evaluated_only_inside_the_sequence(q_len, bq, bk):
+    # The list has one entry per key chunk: a point past the last key (k = 200) would index it out of range.
+    mask = "[1, 0, 1, 0][k // 50] == 1 or hash(q // 50, k // 50) % 3 == 0"
+    pattern = attnpat.parse(f"pattern main():\n    mask {mask}\n", "main")
+    bm = pattern.block_mask(q_len, 200, block_q=bq, block_k=bk)
+    assert (_per_batch_tiles(bm, 1) == _dense_tiles(pattern.dense_mask(q_len, 200).numpy(), bq, bk)).all()
+    assert bm.stats["points_refined"] == 0
+
+
+def test_bigbird_at_128k_tokens_is_exact_and_fast():
+    n, heads, block = 1 << 17, 2, 64
+    pattern = attnpat.load("bigbird", block=block)
+    pattern.block_mask(1024, 1024, heads=heads)          # simplification and per-head variants, off the clock
+    start = time.perf_counter()
+    bm = pattern.block_mask(n, n, block_q=128, block_k=64, heads=heads)
+    elapsed = time.perf_counter() - start
+    # The same pattern with block=1 is, point for point, the 64 x 64 cells of this one: its dense mask at
+    # n / 64 = 2048 gives each cell's value, from the dense reference evaluator (torch), not the lowering.
+    cells = attnpat.load("bigbird", block=1).dense_mask(n // block, n // block, heads=heads)[0].numpy()
+    cells = cells.reshape(heads, n // 128, 2, n // 64)    # a 128 x 64 tile is 2 x 1 cells
+    want = np.where(cells.all(2), TileKind.FULL, np.where(cells.any(2), TileKind.PARTIAL, TileKind.EMPTY))
+    assert bm.to_dense(batch=0).shape == want.shape and (bm.to_dense(batch=0) == want).all()
+    assert bm.stats["points_refined"] == 0
+    assert bm.stats["cells_evaluated"] == heads * (n // 128) * (n // 64) * 2    # one per cell per head
+    assert elapsed < 4.0      # a guard against point-wise work (2 x 2M tiles, 2 x 4M cells), not a benchmark
+
