@@ -3,7 +3,8 @@
 Shows: a new pattern written as text (a causal window plus a few "sink" tokens plus every 64th token as a
 landmark), the checker catching a typo with a compiler-style message, the canonical form and key, what
 `explain` reports, the kernel's plan, and `attnpat.verify` property-testing forward and backward against
-the float64 reference on random shapes, GQA, dtypes.
+the float64 reference on random shapes, GQA, dtypes. verify runs the kernels on `attnpat.kernel_device()`:
+compiled on the GPU when there is one, under Triton's interpreter on the CPU otherwise (no GPU needed).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def main() -> None:
     print(f"plan: {attnpat.compile(pattern).plan.mode}\n")
     print(analyze(pattern, 2048, layers=4))
     print()
-    result = verify(pattern, spec="landmarks.attn", examples=6, max_len=64)
+    dev = attnpat.kernel_device()
+    result = verify(pattern, spec="landmarks.attn", examples=6, max_len=64, device=dev.type)
     print(f"verify: {'ok' if result.passed else 'FAILED'} after {result.examples} random cases "
-          f"(forward and backward against float64)")
+          f"(forward and backward against float64, kernels on {dev.type})")
     if not result.passed:
         print(result.failure)
         print(result.snippet)
