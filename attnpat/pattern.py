@@ -29,6 +29,7 @@ class Pattern:
         self.checked: CheckedPattern = check_pattern(module, name, params, resolve_library)
         self._overrides = dict(params or {})
         self._canonical = None
+        self._variant_cache: dict[tuple[int, int], tuple] = {}
 
     @property
     def name(self) -> str:
@@ -125,7 +126,17 @@ class Pattern:
         return bm, sources
 
     def _variants(self, heads: int, batch: int):
-        """Distinct IRs over (b, h) after substituting the variables the pattern reads."""
+        """Distinct IRs over (b, h) after substituting the variables the pattern reads (memoised: each
+        substitution runs the simplifier, which costs far more than the lowering of a small mask)."""
+        cached = self._variant_cache.get((heads, batch))
+        if cached is None:
+            if len(self._variant_cache) >= 16:   # a few shapes are typical; stay bounded regardless
+                self._variant_cache.clear()
+            cached = self._variant_cache[(heads, batch)] = self._compute_variants(heads, batch)
+        variants, assignment = cached
+        return list(variants), assignment.copy()
+
+    def _compute_variants(self, heads: int, batch: int):
         from .compiler.simplify import normalize, specialize, to_ir, uses
         expr = self.checked.expr
         use_h, use_b = uses(expr, "h"), uses(expr, "b")
