@@ -13,10 +13,13 @@
 
 Nothing here evaluates the N^2 points. Everything starts from the closed-form block mask
 (:meth:`attnpat.Pattern.block_mask`): a FULL tile contributes its whole area and its first and last key
-to every one of its rows without looking inside; only the PARTIAL tiles are evaluated point by point (with
-:func:`~attnpat.compiler.lower.evaluate_points`, in chunks). The cost is O(q_len + kv_len + tiles +
-partial tiles x block area); for a sliding window that is O(N * window), never O(N^2) unless the
-pattern itself has O(N^2) partial pairs.
+to every one of its rows without looking inside; only the PARTIAL tiles are looked into. Where the mask
+(or an and/or part of it at the top) reads q and k only through ``q // c`` and ``k // c'`` -- BigBird's
+blocks -- it is constant on chunk cells, and a PARTIAL tile is counted cell by cell, exactly, one
+evaluation per cell (:func:`_partial_cells`); otherwise, and in the cells such a part leaves open, the
+points are evaluated one by one (with :func:`~attnpat.compiler.lower.evaluate_points`, in chunks). The
+cost is O(q_len + kv_len + tiles + cells + points evaluated); for a sliding window that is O(N * window),
+never O(N^2) unless the pattern itself has O(N^2) partial pairs outside constant cells.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ArgumentError
-from .lower import BlockMask, evaluate_points
+from .ir import And
+from .lower import BlockMask, TileKind, chunk_cells, chunk_split, classify_rects, evaluate_points
 
 __all__ = ["Analysis", "analyze", "causal_pairs", "receptive_field", "tile_grid"]
 
 _BIG = np.int64(1) << 62
 _CHUNK_ELEMENTS = 1 << 22     # points evaluated per numpy call (about 32 MB of int64 temporaries)
+_CELL_SLICE = 1 << 20         # chunk cells per numpy pass (bounds the temporaries)
+_CELL_GAIN = 4                # count cell by cell when cells * _CELL_GAIN <= points (None: never): a cell
+                              # costs about as much as 4 points
 
 
 # -- the result ----------------------------------------------------------------------------------------
@@ -338,7 +345,8 @@ class _Rows:
 
 def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
     """Counts and first/last allowed keys per row of variant v: FULL tiles in closed form, PARTIAL tiles
-    point by point (chunked)."""
+    cell by cell where the mask is constant on chunk cells (:func:`_partial_cells`), else point by point
+    (chunked)."""
     q_len, kv_len, bq, bk, q_start = bm.q_len, bm.kv_len, bm.block_q, bm.block_k, bm.q_start
     nqb, nkb = bm.num_q_blocks, bm.num_k_blocks
     rows_in = np.minimum(bq, q_len - np.arange(nqb, dtype=np.int64) * bq)
@@ -361,45 +369,142 @@ def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
     kmin = np.repeat(first, rows_in).astype(np.int64)
     kmax = np.repeat(last, rows_in).astype(np.int64)
 
-    # PARTIAL tiles, point by point.
+    # PARTIAL tiles: rows [r0, r1] x keys [c0, c1].
     pptr = bm.partial_ptr[v]
     pidx = bm.partial_idx[pptr[0]:pptr[-1]].astype(np.int64)
     pqb = np.repeat(np.arange(nqb, dtype=np.int64), np.diff(pptr))
-    tile_pairs = full_allowed + int((rows_in[pqb] * cols_in[pidx]).sum())
-    allowed = full_allowed
-    loose = 0
-    per_tiles = []
-    dk = np.arange(bk, dtype=np.int64)
-    chunk = max(1, _CHUNK_ELEMENTS // (bq * bk))          # tiles per numpy call
-    row_step = bq if bq * bk <= _CHUNK_ELEMENTS else max(1, _CHUNK_ELEMENTS // bk)   # rows of a huge tile
-    for s in range(0, len(pidx), chunk):
-        tq, tk = pqb[s:s + chunk], pidx[s:s + chunk]
-        col = tk[:, None] * bk + dk[None, :]                  # [T, bk] key positions
-        col_ok = col < kv_len
-        kpos = np.minimum(col, kv_len - 1)
-        per_tile = np.zeros(len(tq), np.int64)
-        for r0 in range(0, bq, row_step):
-            dq = np.arange(r0, min(r0 + row_step, bq), dtype=np.int64)
-            row = tq[:, None] * bq + dq[None, :]              # [T, R] row indices
-            row_ok = row < q_len
-            qpos = q_start + np.minimum(row, q_len - 1)
-            m = evaluate_points(ir, qpos[:, :, None], kpos[:, None, :], inputs, q_start)
-            m = np.broadcast_to(m, (len(tq), len(dq), bk)) & row_ok[:, :, None] & col_ok[:, None, :]
-            per_row = m.sum(axis=2, dtype=np.int64)          # [T, R]
+    area = rows_in[pqb] * cols_in[pidx]
+    tile_pairs = full_allowed + int(area.sum())
+    r0, c0 = pqb * bq, pidx * bk
+    r1, c1 = r0 + rows_in[pqb] - 1, c0 + cols_in[pidx] - 1
+    acc = (count, kmin, kmax)
+    split = chunk_split(ir) if _CELL_GAIN is not None and len(pidx) else None
+    if split is not None:
+        cells = chunk_cells(q_start + r0, q_start + r1, c0, c1, split[1], counts_only=True)
+        if int(cells.sum()) * _CELL_GAIN > int(area.sum()):
+            split = None     # cells hardly larger than points: the point path is faster
+    if split is None:
+        partial = _partial_points(ir, inputs, q_start, r0, r1, c0, c1, acc)
+        evaluated = int(area.sum())
+    else:
+        partial, evaluated = _partial_cells(split, inputs, bm, (pqb, pidx, r0, r1, c0, c1), cells, acc)
+    allowed = full_allowed + int(partial.sum())
+    loose = int(((partial == 0) | (partial == area)).sum())
+    return _Rows(allowed, tile_pairs, loose, evaluated, count, kmin, kmax, partial)
+
+
+def _partial_points(ir, inputs: dict, q_start: int, r0, r1, c0, c1, acc) -> np.ndarray:
+    """Evaluate the rectangles rows [r0, r1] x keys [c0, c1] (row indices, key positions; non-empty,
+    inside the sequence) point by point: add each row's allowed keys to acc's counts, fold its first and
+    last allowed keys into acc's kmin / kmax, and return the allowed pairs of each rectangle.
+
+    Rectangles are padded to the largest height x width and taken in numpy calls of about _CHUNK_ELEMENTS
+    points (a huge rectangle row-band by row-band); the padding is evaluated at the rectangle's last row or
+    key and not counted.
+    """
+    count, kmin, kmax = acc
+    q_len = len(count)
+    n = len(r0)
+    out = np.zeros(n, np.int64)
+    if n == 0:
+        return out
+    H, W = int((r1 - r0).max()) + 1, int((c1 - c0).max()) + 1
+    dk = np.arange(W, dtype=np.int64)
+    chunk = max(1, _CHUNK_ELEMENTS // (H * W))          # rectangles per numpy call
+    row_step = H if H * W <= _CHUNK_ELEMENTS else max(1, _CHUNK_ELEMENTS // W)   # rows of a huge one
+    for s in range(0, n, chunk):
+        a0, a1 = r0[s:s + chunk, None], r1[s:s + chunk, None]
+        b0, b1 = c0[s:s + chunk, None], c1[s:s + chunk, None]
+        col = b0 + dk[None, :]                                # [T, W] key positions
+        col_ok = col <= b1
+        kpos = np.minimum(col, b1)
+        per = np.zeros(len(a0), np.int64)
+        for d0 in range(0, H, row_step):
+            dq = np.arange(d0, min(d0 + row_step, H), dtype=np.int64)
+            row = a0 + dq[None, :]                            # [T, R] row indices
+            row_ok = row <= a1
+            row = np.minimum(row, a1)                         # padding rows count nothing
+            m = evaluate_points(ir, (q_start + row)[:, :, None], kpos[:, None, :], inputs, q_start)
+            m = np.broadcast_to(m, (len(a0), len(dq), W)) & row_ok[:, :, None] & col_ok[:, None, :]
+            per_row = m.sum(axis=2, dtype=np.int64)           # [T, R]
             any_row = per_row > 0
-            lo = tk[:, None] * bk + m.argmax(axis=2)
-            hi = tk[:, None] * bk + (bk - 1 - m[:, :, ::-1].argmax(axis=2))
-            flat = np.minimum(row, q_len - 1).ravel()         # rows past q_len count nothing
+            lo = b0 + m.argmax(axis=2)
+            hi = b0 + (W - 1 - m[:, :, ::-1].argmax(axis=2))
+            flat = row.ravel()
             count += np.bincount(flat, weights=per_row.ravel(), minlength=q_len).astype(np.int64)
             np.minimum.at(kmin, flat, np.where(any_row, lo, _BIG).ravel())
             np.maximum.at(kmax, flat, np.where(any_row, hi, -1).ravel())
-            per_tile += per_row.sum(axis=1)
-        per_tiles.append(per_tile)
-        allowed += int(per_tile.sum())
-        loose += int(((per_tile == 0) | (per_tile == rows_in[tq] * cols_in[tk])).sum())
-    partial = np.concatenate(per_tiles) if per_tiles else np.zeros(0, np.int64)
-    evaluated = int((rows_in[pqb] * cols_in[pidx]).sum())
-    return _Rows(allowed, tile_pairs, loose, evaluated, count, kmin, kmax, partial)
+            per += per_row.sum(axis=1)
+        out[s:s + chunk] = per
+    return out
+
+
+def _partial_cells(split, inputs: dict, bm: BlockMask, tiles, cells: np.ndarray, acc):
+    """The PARTIAL tiles (query block, key block, rows [r0, r1], keys [c0, c1]) of a mask ``op(group,
+    rest)`` whose `group` is constant on every gq x gk chunk cell
+    (:func:`~attnpat.compiler.lower.chunk_split`), cell by cell; `cells`: how many each tile overlaps.
+
+    The group is evaluated once per cell a tile overlaps (at the cell's first point inside the tile, so
+    nothing is evaluated outside the sequence). Where it decides the mask (the whole mask is the group;
+    true in an Or; false in an And) the cell is all allowed or all masked. Elsewhere (true in an And, false
+    in an Or) the mask is `rest` on the cell: the lowering's classifier (Lin and Mod exactly on any
+    rectangle) proves many such cells all allowed or all masked -- a causal condition away from the
+    diagonal -- and `rest` is evaluated point by point only on the others (:func:`_partial_points`).
+
+    An allowed cell adds its area to its tile and the same keys to each of its rows: the rows of a query
+    block are cut into *bands* at the block's q-cell boundaries, every row of a band lies in the same q-cell
+    of every tile of the block, so the cell adds its width, first key and last key to one band, and the
+    bands are spread over their rows once at the end. Exact; returns (allowed pairs per tile, points
+    evaluated).
+    """
+    group, g, rest, op = split
+    q_start, q_len, bq = bm.q_start, bm.q_len, bm.block_q
+    pqb, pidx, r0, r1, c0, c1 = tiles
+    count, kmin, kmax = acc
+    n = len(r0)
+    starts = np.arange(0, q_len, bq, dtype=np.int64)                # band starts (row indices)
+    if g[0]:
+        starts = np.union1d(starts, np.arange((-q_start) % g[0], q_len, g[0], dtype=np.int64))
+    nb = len(starts)
+    band_len = np.diff(np.append(starts, q_len))
+    band_count = np.zeros(nb, np.int64)
+    band_kmin = np.full(nb, _BIG, np.int64)
+    band_kmax = np.full(nb, -1, np.int64)
+    per_tile = np.zeros(n, np.int64)
+    evaluated = 0
+    ends = np.cumsum(cells)
+    a = 0
+    while a < n:                                  # tiles [a, b) hold about _CELL_SLICE cells
+        b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + _CELL_SLICE, side="right")))
+        b = min(b, n)
+        t, q0, q1, k0, k1 = chunk_cells(q_start + r0[a:b], q_start + r1[a:b], c0[a:b], c1[a:b], g)
+        val = np.broadcast_to(np.asarray(evaluate_points(group, q0, k0, inputs, q_start), bool), q0.shape)
+        on = val.copy() if op is not And else np.zeros(len(val), bool)     # cells all allowed
+        if rest is not None:
+            open_ = np.nonzero(val if op is And else ~val)[0]
+            kind = classify_rects(rest, q0[open_], q1[open_], k0[open_], k1[open_], pqb[a:b][t[open_]],
+                                  pidx[a:b][t[open_]], q_len=q_len, kv_len=bm.kv_len, block_q=bq,
+                                  block_k=bm.block_k, q_start=q_start, inputs=inputs)
+            on[open_[kind == TileKind.FULL]] = True
+            open_ = open_[kind == TileKind.PARTIAL]
+            if len(open_):
+                got = _partial_points(rest, inputs, q_start, q0[open_] - q_start, q1[open_] - q_start,
+                                      k0[open_], k1[open_], acc)
+                per_tile[a:b] += np.bincount(t[open_], weights=got, minlength=b - a).astype(np.int64)
+                evaluated += int(((k1 - k0 + 1) * (q1 - q0 + 1))[open_].sum())
+        if on.any():
+            t, q0, q1, k0, k1 = t[on], q0[on], q1[on], k0[on], k1[on]
+            w = k1 - k0 + 1
+            band = np.searchsorted(starts, q0 - q_start, side="right") - 1
+            per_tile[a:b] += np.bincount(t, weights=w * (q1 - q0 + 1), minlength=b - a).astype(np.int64)
+            band_count += np.bincount(band, weights=w, minlength=nb).astype(np.int64)
+            np.minimum.at(band_kmin, band, k0)
+            np.maximum.at(band_kmax, band, k1)
+        a = b
+    count += np.repeat(band_count, band_len)
+    np.minimum(kmin, np.repeat(band_kmin, band_len), out=kmin)
+    np.maximum(kmax, np.repeat(band_kmax, band_len), out=kmax)
+    return per_tile, evaluated
 
 
 def tile_grid(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, batch_index: int = 0,

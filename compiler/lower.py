@@ -33,7 +33,8 @@ from . import nodes as N
 from .hashing import hash32
 from .ir import IR, And, Const, Lin, Mod, Opaque, Or
 
-__all__ = ["TileKind", "BlockMask", "lower", "evaluate_points", "REFINE_BUDGET", "CELL_BUDGET"]
+__all__ = ["TileKind", "BlockMask", "lower", "evaluate_points", "REFINE_BUDGET", "CELL_BUDGET", "chunk_split",
+           "chunk_cells", "classify_rects"]
 
 REFINE_BUDGET = 1 << 25   # points evaluated one by one, at most, to tighten unproven PARTIAL tiles
 CELL_BUDGET = 1 << 25     # (tile, chunk cell) pairs evaluated, at most, per chunk of candidate tiles
@@ -673,6 +674,53 @@ def _split_on_cells(v: np.ndarray, exact: np.ndarray, box: _Box, geo: _Geo, grou
         nv = np.where(none == c, _NONE, np.where(all_ == c, _ALL, _SOME)).astype(np.int8)
         v[todo[a:b]] = nv
         exact[todo[a:b]] = (nv != _SOME) | ((all_ + proof > 0) & (none + proof > 0))
+
+
+def chunk_split(ir: IR):
+    """How `ir` splits on chunk cells, for counting tiles cell by cell (compiler/analysis.py).
+
+    Returns (group, (gq, gk), rest, op): `group` is constant on every gq x gk cell (see above) and `ir` is
+    ``op(group, rest)`` -- or just `group` when rest and op are None (the whole of `ir` is constant on the
+    cells). None when no part of `ir` is: neither `ir` nor any argument of a top-level and/or.
+    """
+    if isinstance(ir, Const):
+        return None
+    g = _cell_sizes(ir)
+    if g is not None:
+        return ir, g, None, None
+    if isinstance(ir, (And, Or)):
+        op = type(ir)
+        group, others = _cell_group(list(ir.args), op)
+        if group is not None and others:
+            return group, _cell_sizes(group), (others[0] if len(others) == 1 else op(tuple(others))), op
+    return None
+
+
+def chunk_cells(q0: np.ndarray, q1: np.ndarray, k0: np.ndarray, k1: np.ndarray, g: tuple[int, int],
+                counts_only: bool = False):
+    """The chunk cells of size g = (gq, gk) (0: one cell along that axis) that the rectangles
+    [q0, q1] x [k0, k1] (absolute positions, non-empty) overlap, each clipped to its rectangle.
+
+    Returns the cells per rectangle (counts_only), else (rectangle of each cell, cq0, cq1, ck0, ck1),
+    rectangle by rectangle.
+    """
+    nq, nk = _cell_counts(q0, q1, g[0]), _cell_counts(k0, k1, g[1])
+    if counts_only:
+        return nq * nk
+    zero = np.zeros(len(q0), np.int64)
+    t, sub = _cell_boxes(_Box(q0, q1, k0, k1, zero, zero), np.arange(len(q0), dtype=np.int64), nq, nk, g)
+    return t, sub.q0, sub.q1, sub.k0, sub.k1
+
+
+def classify_rects(ir: IR, q0: np.ndarray, q1: np.ndarray, k0: np.ndarray, k1: np.ndarray, qb: np.ndarray,
+                   kb: np.ndarray, *, q_len: int, kv_len: int, block_q: int, block_k: int, q_start: int,
+                   inputs: dict) -> np.ndarray:
+    """What `ir` holds on rectangles [q0, q1] x [k0, k1] (absolute positions, non-empty), each inside tile
+    (qb, kb) of this geometry: int8 TileKind values, FULL and EMPTY proven (sound: the classification of
+    `lower`), PARTIAL when not proven otherwise."""
+    geo = _Geo(q_len, kv_len, block_q, block_k, q_start, inputs)
+    v, _ = _classify(ir, _Box(q0, q1, k0, k1, qb, kb), geo)
+    return v
 
 
 def _residue_count(x, m: int, residues) -> np.ndarray:
