@@ -273,11 +273,9 @@ class _Checker:
             if p.name in BUILTIN_NAMES:
                 raise PatternNameError(f"'{p.name}' is a built-in name and cannot be a parameter", p.span)
             if p.name in RESERVED_PARAMETER_NAMES:
-                raise PatternNameError(
-                    f"'{p.name}' is reserved and cannot name a parameter: parameter values are passed as keyword "
-                    f"arguments (attnpat.load(FILE, window=8)), and '{p.name}' is already an argument of "
-                    f"attnpat.load, attnpat.parse or Pattern.with_params", p.span,
-                    (f"reserved parameter names: {', '.join(RESERVED_PARAMETER_NAMES)}",))
+                raise _reserved(p.name, "parameter", "parameter values", "attnpat.load(FILE, window=8)",
+                                "attnpat.load, attnpat.parse or Pattern.with_params", RESERVED_PARAMETER_NAMES,
+                                p.span)
             if names.count(p.name) > 1:
                 raise PatternNameError(f"parameter '{p.name}' is declared twice", p.span)
         for name, (_, span) in overrides.items():
@@ -324,11 +322,8 @@ class _Checker:
     def declare_input(self, decl: N.InputDecl, scope: _Scope) -> None:
         self.declare_name(decl.name, decl.span, scope)
         if decl.name in RESERVED_INPUT_NAMES:
-            raise PatternNameError(
-                f"'{decl.name}' is reserved and cannot name a runtime input: inputs are passed as keyword "
-                f"arguments (kernel(q, k, v, doc=ids)), and '{decl.name}' is already an argument of the calls "
-                f"that take them", decl.span,
-                (f"reserved input names: {', '.join(RESERVED_INPUT_NAMES)}",))
+            raise _reserved(decl.name, "runtime input", "inputs", "kernel(q, k, v, doc=ids)",
+                            "the calls that take them", RESERVED_INPUT_NAMES, decl.span)
         scope.inputs[decl.name] = decl
         other = self.inputs.get(decl.name)
         if other is not None and other.axis != decl.axis:
@@ -620,6 +615,15 @@ class _Pre:
     @property
     def span(self):
         return self.typed.expr.span
+
+
+def _reserved(name: str, what: str, values: str, example: str, owners: str, reserved: tuple[str, ...],
+              span: Span | None) -> PatternNameError:
+    """The error for a declaration whose name a keyword argument of the API already takes."""
+    return PatternNameError(
+        f"'{name}' is reserved and cannot name a {what}: {values} are passed as keyword arguments ({example}), "
+        f"and '{name}' is already an argument of {owners}", span,
+        (f"reserved {what.split()[-1]} names: {', '.join(reserved)}",))
 
 
 def _name_span(pattern: N.PatternDef) -> Span | None:
