@@ -7,14 +7,30 @@ by a sibling are absorbed; operands are sorted by their text. Two spellings of t
 reordered clauses, negated comparisons, chained comparisons, redundant intersections -- reach the same
 canonical text and so the same key, and so share one kernel.
 
-Known limit: distributivity is not applied (``(a and b) or (a and c)`` and ``a and (b or c)`` keep
-different texts); both are still simplified and both are correct.
+Common operands are factored out: ``(a and b) or (a and c)`` becomes ``a and (b or c)``, also with more
+disjuncts, with a group of them (``(a and b) or (a and c) or d``), and when ``a`` was merged into a window
+of one disjunct (``(k <= q and k < 4) or (k <= q and q - k < 1020)`` is streaming_llm's ``q - k >= 0 and
+(k <= 3 or q - k <= 1019)``); dually ``(a or b) and (a or c)`` becomes ``a or (b and c)``. Inside ``f and
+X`` (``f or X``) X is simplified where f holds (fails): windows drop bounds f imposes or grow over f, and
+what f decides becomes True or False. So the distributed and the factored spellings of a mask share a key
+whenever their operands are single conditions -- a window (``q - k < 8``), a residue condition, an
+opaque one (``doc[q] == doc[k]``, a hash) -- however those overlap or contradict.
+
+Not canonical (both forms stay correct, they just keep different keys): this is factoring, not a normal
+form. Which common operand is pulled out first is a greedy choice, so two different factorings of one
+mask (``(a and (b or c)) or (b and d)`` against ``(b and (a or d)) or (a and c)``) keep their own texts;
+operands that are themselves and/or of conditions -- including ``q - k != 2``, ``abs(q - k) >= 4`` or
+``k not in {1, 5}``, which are two windows, and the case splits of abs/min/max -- may stay apart; a window
+end that a residue condition on the same form excludes is not moved (``(q - k) % 2 == 1 and q - k <= 0``
+against ``... and q - k <= -1``); and opaque conditions are only compared as text (``doc[q] == doc[k]``
+against its negation), never by what they compute.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from math import gcd
 
 import sympy
@@ -334,8 +350,9 @@ def _split_minmax(e: N.Compare) -> IR | None:
         cases = [(N.Compare(x, (first,), (y,), e.span), x), (N.Compare(x, (second,), (y,), e.span), y)]
     out = []
     for cond, value in cases:
-        replaced = _replace(e, target, value)
-        out.append(_and([_compare_ir(cond), _compare_ir(replaced)]))
+        # fold what the substitution made constant (`min(0, q) * 0` -> `0 * 0` -> `0`), as the checker would
+        replaced = specialize(_replace(e, target, value), {})
+        out.append(_and([_compare_ir(cond), to_ir(replaced)]))
     return _or(out)
 
 
@@ -422,26 +439,258 @@ def _implies(a: IR, b: IR) -> bool:
         return lo_ok and hi_ok
     if isinstance(a, Mod) and isinstance(b, Mod) and a.key == b.key:
         return set(a.residues) <= set(b.residues)
-    if isinstance(b, Or):
-        return any(_implies(a, x) for x in b.args)
-    if isinstance(a, And):
-        return any(_implies(x, b) for x in a.args)
+    if isinstance(a, Lin) and isinstance(b, Mod) and a.form == (b.cq, b.ck) and a.lo is not None and a.lo == a.hi:
+        return (a.lo + b.c0) % b.m in b.residues
+    # exact decompositions first, then sufficient ones (each tried, none cutting the others short)
     if isinstance(a, Or):
         return all(_implies(x, b) for x in a.args)
     if isinstance(b, And):
         return all(_implies(a, x) for x in b.args)
-    return False
+    if isinstance(a, And) and any(_implies(x, b) for x in a.args):
+        return True
+    return isinstance(b, Or) and any(_implies(a, x) for x in b.args)
 
 
+@lru_cache(maxsize=1 << 14)
 def _sort_key(node: IR) -> tuple:
     rank = {Const: 0, Lin: 1, Mod: 2, Opaque: 3, And: 4, Or: 4}[type(node)]
     return (rank, to_text(node))
+
+
+@lru_cache(maxsize=1 << 14)
+def _negated(node: IR) -> IR:
+    return negate(node)
+
+
+_ATOMS = (Lin, Mod, Opaque)
+
+
+def _conjuncts(node: IR) -> tuple[IR, ...]:
+    return node.args if isinstance(node, And) else (node,)
+
+
+# -- simplification in context ----------------------------------------------------------------------
+#
+# Inside `f and X`, X only matters where f holds; inside `f or X`, only where f fails. X may then be replaced
+# by any X' that agrees with it there. The IR is in negation normal form (every atom occurs positively), so
+# this is done atom by atom, each atom replaced by a canonical choice that depends only on the part of it
+# that matters: given f, a window keeps only the bounds f does not already impose (`q - k >= 0 and
+# (k <= 3 or 0 <= q - k <= 1019)` -> `q - k >= 0 and (k <= 3 or q - k <= 1019)`), becomes False when f
+# contradicts it and True when f implies it; unless f, a window grows over an overlapping or adjacent f
+# (`k <= 3 or (4 <= k <= 10 and x)` -> `k <= 3 or (k <= 10 and x)`) and becomes False when f covers it.
+# Both keep `f and X` (resp. `f or X`) exactly equal.
+
+
+def _interval_set(node: IR) -> tuple[tuple[int, int], list[tuple[float, float]]] | None:
+    """(form, intervals) when `node` is a window or a union of windows on one form (a set of that form's
+    values), else None. Open ends are -inf / inf."""
+    inf = float("inf")
+    lins = (node,) if isinstance(node, Lin) else node.args if isinstance(node, Or) else ()
+    if not lins or not all(isinstance(a, Lin) and a.form == lins[0].form for a in lins):
+        return None
+    return lins[0].form, [(-inf if a.lo is None else a.lo, inf if a.hi is None else a.hi) for a in lins]
+
+
+def _meet(sets: list[tuple[tuple[int, int], list[tuple[float, float]]]]) -> list[tuple[float, float]] | None:
+    """The intersection of sets of one form as sorted disjoint intervals, or None for no sets."""
+    if not sets:
+        return None
+    out = sorted(sets[0][1])
+    for _, intervals in sets[1:]:
+        out = sorted((max(a, c), min(b, d)) for a, b in out for c, d in intervals if max(a, c) <= min(b, d))
+    return out
+
+
+def _set_ir(form: tuple[int, int], intervals: list[tuple[float, float]], span: Span | None = None) -> IR:
+    inf = float("inf")
+    return _or([_lin(form[0], form[1], None if a == -inf else int(a), None if b == inf else int(b), span)
+                for a, b in intervals])
+
+
+def _spans(node: IR) -> list[Span]:
+    return [a.span for a in ((node,) if isinstance(node, Lin) else node.args) if a.span is not None]
+
+
+def _is_atomic(node: IR) -> bool:
+    """An atom, or a union of windows on one form (which no sibling of a normalised `and` can narrow)."""
+    return isinstance(node, _ATOMS) or _interval_set(node) is not None
+
+
+def _given(node: IR, facts: list[IR], negs: list[IR] | None = None) -> IR:
+    """`node` simplified where every fact holds (`facts and node` == `facts and result`)."""
+    negs = [_negated(f) for f in facts] if negs is None else negs
+    if any(_implies(f, node) for f in facts):
+        return TRUE
+    if node in negs:
+        return FALSE
+    if isinstance(node, Lin):
+        if node.lo is not None and node.lo == node.hi and any(
+                isinstance(f, Mod) and (f.cq, f.ck) == node.form and (node.lo + f.c0) % f.m not in f.residues
+                for f in facts):
+            return FALSE   # a single value the residue condition excludes
+        allowed = _meet([s for s in map(_interval_set, facts) if s is not None and s[0] == node.form])
+        if allowed is None:
+            return node
+        inf = float("inf")
+        lo = -inf if node.lo is None else node.lo
+        hi = inf if node.hi is None else node.hi
+        if not any(a <= hi and lo <= b for a, b in allowed):
+            return FALSE
+        # the widest window that meets the allowed set where `node` does: a bound stays only where the
+        # allowed set goes on past it
+        below = [min(b, lo - 1) for a, b in allowed if a < lo]
+        above = [max(a, hi + 1) for a, b in allowed if b > hi]
+        lo = max(below) + 1 if below else -inf
+        hi = min(above) - 1 if above else inf
+        return _lin(node.cq, node.ck, None if lo == -inf else int(lo), None if hi == inf else int(hi), node.span)
+    if isinstance(node, Mod):
+        for f in facts:   # a single value of the form decides it
+            if isinstance(f, Lin) and f.form == (node.cq, node.ck) and f.lo is not None and f.lo == f.hi:
+                return TRUE if (f.lo + node.c0) % node.m in node.residues else FALSE
+        same = [f for f in facts if isinstance(f, Mod) and f.key == node.key]
+        if not same:
+            return node
+        allowed = set.intersection(*(set(f.residues) for f in same))
+        kept = set(node.residues) & allowed
+        if kept == allowed:
+            return TRUE
+        return _mod(node.cq, node.ck, node.c0, node.m, sorted(kept), node.span)
+    if isinstance(node, And):
+        return _and([_given(a, facts, negs) for a in node.args])
+    if isinstance(node, Or):
+        args = [_given(a, facts, negs) for a in node.args]
+        # A disjunct that, where the facts hold, lies inside another is dropped (the widened window
+        # `q - k <= 0` given `q - k >= 0` is the single value 0, which `(q - k) % 5 == 0` covers).
+        inside = [_meet_window(a, facts) for a in args]
+        order = sorted(range(len(args)), key=lambda i: _sort_key(args[i]))
+        dropped: set[int] = set()
+        for i in order:
+            if any(j != i and j not in dropped and _implies(inside[i], args[j]) for j in order):
+                dropped.add(i)
+        return _or([a for i, a in enumerate(args) if i not in dropped])
+    return node
+
+
+def _meet_window(node: IR, facts: list[IR]) -> IR:
+    """A window cut down to the facts' set on its form (other nodes as they are)."""
+    if not isinstance(node, Lin):
+        return node
+    allowed = _meet([s for s in map(_interval_set, facts) if s is not None and s[0] == node.form])
+    if allowed is None:
+        return node
+    return _and([node, _set_ir(node.form, allowed)])
+
+
+def _unless(node: IR, alts: list[IR], negs: list[IR] | None = None) -> IR:
+    """`node` simplified where no alternative holds (`alts or node` == `alts or result`)."""
+    negs = [_negated(f) for f in alts] if negs is None else negs
+    if any(_implies(node, f) for f in alts):
+        return FALSE
+    if node in negs:
+        return TRUE
+    if isinstance(node, Lin):
+        inf = float("inf")
+        lo = -inf if node.lo is None else node.lo
+        hi = inf if node.hi is None else node.hi
+        grown = True
+        while grown:   # grow over every overlapping or adjacent alternative on the same form
+            grown = False
+            for f in alts:
+                if isinstance(f, Lin) and f.form == node.form:
+                    flo = -inf if f.lo is None else f.lo
+                    fhi = inf if f.hi is None else f.hi
+                    if flo <= hi + 1 and lo <= fhi + 1 and (flo < lo or fhi > hi):
+                        lo, hi, grown = min(lo, flo), max(hi, fhi), True
+        if (lo, hi) == ((-inf if node.lo is None else node.lo), (inf if node.hi is None else node.hi)):
+            return node
+        return _lin(node.cq, node.ck, None if lo == -inf else int(lo), None if hi == inf else int(hi), node.span)
+    if isinstance(node, Mod):
+        same = [f for f in alts if isinstance(f, Mod) and f.key == node.key]
+        if not same:
+            return node
+        covered = set().union(*(f.residues for f in same))
+        if set(node.residues) <= covered:
+            return FALSE
+        return _mod(node.cq, node.ck, node.c0, node.m, sorted(covered | set(node.residues)), node.span)
+    if isinstance(node, And):
+        return _and([_unless(a, alts, negs) for a in node.args])
+    if isinstance(node, Or):
+        return _or([_unless(a, alts, negs) for a in node.args])
+    return node
+
+
+def _in_context(items: list[IR], simplify_one) -> list[IR] | None:
+    """Each compound item simplified against its siblings, or None when nothing changes.
+
+    One item at a time (in canonical order), each against the others as they stand by then, so that no two
+    items are simplified by leaning on each other's old form."""
+    out = list(items)
+    for i in sorted(range(len(items)), key=lambda i: _sort_key(items[i])):
+        if not _is_atomic(out[i]):
+            out[i] = simplify_one(out[i], out[:i] + out[i + 1:])
+    return None if out == items else out
+
+
+# -- factoring ---------------------------------------------------------------------------------------
+#
+# `(a and b) or (a and c)` -> `a and (b or c)`; `(a or b) and (a or c)` -> `a or (b and c)`. A disjunction
+# pulls out the conjuncts implied by the most of its disjuncts (at least two; ties go to the first conjunct
+# in canonical order), which also covers a conjunct merged into a window (`(k <= q and k < 4) or 0 <= q - k
+# <= 1019` pulls out `k <= q`); the remainders are simplified given it. A conjunction pulls out only
+# disjuncts that occur literally in at least two of its disjunctions: pulling out implied ones would undo
+# the first rule (`a or (b and c)` with a => b is `b and (a or c)`), and could add key intervals to a band
+# plan. So the canonical form leans to `a and (b or c)`, which is what codegen's band plans read (the
+# streaming_llm shape); factoring never gives codegen.plan more key intervals than the distributed form.
+
+
+def _pick(candidates: list[IR], groups: list[frozenset]) -> frozenset | None:
+    """The largest group (ties: the one of the first candidate in canonical order), if it has two members."""
+    if not candidates:
+        return None
+    _, group = min(zip(candidates, groups), key=lambda t: (-len(t[1]), _sort_key(t[0])))
+    return group if len(group) >= 2 else None
+
+
+def _factor_or(items: list[IR]) -> IR | None:
+    candidates: list[IR] = []
+    for d in items:
+        candidates.extend(c for c in _conjuncts(d) if c not in candidates)
+    groups = [frozenset(i for i, d in enumerate(items) if _implies(d, c)) for c in candidates]
+    group = _pick(candidates, groups)
+    if group is None:
+        return None
+    common = [c for c, g in zip(candidates, groups) if g == group]
+    rests = _or([_given(items[i], common) for i in sorted(group)])
+    return _or([d for i, d in enumerate(items) if i not in group] + [_and(common + [rests])])
+
+
+def _factor_and(items: list[IR]) -> IR | None:
+    candidates: list[IR] = []
+    for c in items:
+        if isinstance(c, Or):
+            candidates.extend(d for d in c.args if d not in candidates)
+    groups = [frozenset(i for i, c in enumerate(items) if isinstance(c, Or) and d in c.args) for d in candidates]
+    group = _pick(candidates, groups)
+    if group is None:
+        return None
+    common = [d for d, g in zip(candidates, groups) if g == group]
+    rests = _and([_or([d for d in items[i].args if d not in common]) for i in sorted(group)])
+    return _and([c for i, c in enumerate(items) if i not in group] + [_or(common + [rests])])
+
+
+# -- conjunction and disjunction ---------------------------------------------------------------------
 
 
 def _and(parts: list[IR]) -> IR:
     flat: list[IR] = []
     for p in parts:
         flat.extend(p.args if isinstance(p, And) else (p,))
+    # Unions of windows on one form meet the other windows and unions on that form: one set per form.
+    for form in sorted({s[0] for s in map(_interval_set, flat) if s is not None}):
+        sets = [(p, s) for p, s in ((p, _interval_set(p)) for p in flat) if s is not None and s[0] == form]
+        if len(sets) > 1 and any(isinstance(p, Or) for p, _ in sets):
+            met = _set_ir(form, _meet([s for _, s in sets]), next(iter(_spans(sets[0][0])), None))
+            return _and([p for p in flat if all(p is not q for q, _ in sets)] + [met])
     lins: dict[tuple[int, int], Lin] = {}
     mods: dict[tuple, Mod] = {}
     others: list[IR] = []
@@ -484,6 +733,12 @@ def _and(parts: list[IR]) -> IR:
     for x in kept:   # a clause and its own negation
         if isinstance(x, Opaque) and negate(x) in kept:
             return FALSE
+    factored = _factor_and(kept)
+    if factored is not None:
+        return factored
+    again = _in_context(kept, _given)
+    if again is not None:
+        return _and(again)
     if not kept:
         return TRUE
     if len(kept) == 1:
@@ -526,6 +781,12 @@ def _or(parts: list[IR]) -> IR:
     for x in kept:
         if isinstance(x, Opaque) and negate(x) in kept:
             return TRUE
+    again = _in_context(kept, _unless)
+    if again is not None:
+        return _or(again)
+    factored = _factor_or(kept)
+    if factored is not None:
+        return factored
     if not kept:
         return FALSE
     if len(kept) == 1:

@@ -14,6 +14,13 @@ Valid patterns (for property tests of every later stage against the dense refere
     make_inputs(...)          valid runtime input tensors for a pattern (sorted doc ids mostly)
     cases()                   Case: a pattern + shape + inputs, drawn coherently; `.dense()` evaluates it
 
+Distributivity (spellings that differ only by factoring out a common operand):
+    FACTORINGS                (distributed, factored) mask templates over operands {a}, {b}, {c}, {d}
+    operands()                Operands: a pattern header and four random operands (atoms or small and/or/not
+                              expressions) written over its parameters and inputs
+    factored_cases()          Case whose mask is one side of a FACTORINGS pair (for pointwise checks)
+    raw_irs()                 un-normalised IR: nested and/or over a small pool of atoms that repeat
+
 Fuzzing:
     resolving_texts()         random masks over declared names of every type (gets past name resolution)
     mutated_texts()           valid pattern files with characters dropped, swapped, duplicated or inserted
@@ -41,7 +48,8 @@ __all__ = [
     "KEYWORDS", "identifiers", "exprs", "int_exprs", "bool_exprs", "any_exprs", "params", "statements", "pattern_defs",
     "modules", "GenPattern", "patterns", "pattern_objects", "shapes", "Shape", "make_inputs",
     "needs_q_inside_kv", "Case", "cases", "SEED_TEXTS", "mutated_texts", "noise_texts",
-    "MUTATION_POOL", "resolving_texts",
+    "MUTATION_POOL", "resolving_texts", "FACTORINGS", "Operands", "operands", "factored_cases",
+    "raw_irs",
 ]
 
 # Reserved words of the pattern language (the NAME terminal rejects exactly these).
@@ -659,6 +667,132 @@ def cases(draw, max_len: int = 48, max_batch: int = 2, max_heads: int = 4, **pat
     return Case(gen, pattern, shape, inputs)
 
 
+# -- spellings that differ by distributivity ---------------------------------------------------------
+
+# (distributed, factored): two spellings of one mask that differ only by a common operand factored out.
+FACTORINGS = {
+    "or_of_ands": ("({a} and {b}) or ({a} and {c})", "{a} and ({b} or {c})"),
+    "and_of_ors": ("({a} or {b}) and ({a} or {c})", "{a} or ({b} and {c})"),
+    "three_or": ("({a} and {b}) or ({c} and {a}) or ({a} and {d})", "{a} and ({b} or {c} or {d})"),
+    "three_and": ("({a} or {b}) and ({c} or {a}) and ({a} or {d})", "{a} or ({b} and {c} and {d})"),
+    "two_common": ("({a} and {b} and {c}) or ({b} and {d} and {a})", "{b} and {a} and ({c} or {d})"),
+    "two_common_dual": ("({a} or {b} or {c}) and ({b} or {d} or {a})", "{b} or {a} or ({c} and {d})"),
+}
+
+
+class Operands(NamedTuple):
+    """A pattern header (everything but the mask line) and four operand texts over its names."""
+
+    header: str
+    ops: tuple[str, str, str, str]
+
+    def text(self, template: str) -> str:
+        """The whole pattern file with the mask `template` filled in (each operand parenthesised)."""
+        a, b, c, d = (f"({o})" for o in self.ops)
+        return self.header + "    mask " + template.format(a=a, b=b, c=c, d=d) + "\n"
+
+    def load(self, template: str) -> "attnpat.Pattern":
+        return attnpat.parse(self.text(template), "p", name="<factoring>")
+
+
+@st.composite
+def operands(draw, depth: int = 1, single: bool = False) -> Operands:
+    """Four random operands for FACTORINGS: the atoms of patterns() (windows, causal, sinks, dilation,
+    chunks, hashes, per-head lists, set membership, runtime inputs, ...) and, up to `depth`, and/or/not of
+    them. They are drawn independently, so they may overlap, imply or contradict one another.
+
+    single=True: only operands the simplifier keeps as one condition (a window on one linear form, a
+    residue condition, an opaque condition, True or False), not an and/or of several -- `q - k != 2` and
+    `abs(q - k) >= 4` are two windows -- and never a window and a residue condition on the same linear form
+    (`q - k <= 0` and `q - k <= -1` are the same given `(q - k) % 2 == 1`, and the canonical form does not
+    move window ends onto allowed residues: that would rewrite the library's `dilated`).
+    """
+    from attnpat.compiler.unparse import unparse_expr
+
+    ctx = _Ctx()
+    ctx.int_params = ["w"]
+    ctx.list_param = "ws"
+    ctx.set_param = "g"
+    ctx.k_inputs = ["doc"]
+    ctx.q_inputs = ["seg"]
+    w = draw(st.integers(1, 8))
+    ws = draw(st.lists(st.integers(0, 8), min_size=1, max_size=3))
+    g = draw(st.lists(st.integers(0, 6), max_size=3))
+    header = (f"pattern p(w: int = {w}, ws: list = [{', '.join(map(str, ws))}], "
+              f"g: set = {{{', '.join(map(str, g))}}}):\n"
+              "    input doc: int[k]\n"
+              "    input seg: int[q]\n")
+    op = st.integers(0, depth).flatmap(lambda d: _bool_expr(ctx, d)).map(unparse_expr)
+    if not single:
+        return Operands(header, tuple(draw(op) for _ in range(4)))
+    from attnpat.compiler.ir import Const, Lin, Mod, Opaque
+    from attnpat.compiler.simplify import to_ir
+
+    ir_of = lambda text: to_ir(attnpat.parse(header + f"    mask {text}\n", "p").checked.expr)  # noqa: E731
+    texts, lin_forms, mod_forms = [], set(), set()
+    while len(texts) < 4:
+        text = draw(op)
+        ir = ir_of(text)
+        if not isinstance(ir, (Const, Lin, Mod, Opaque)):
+            continue
+        if isinstance(ir, Lin) and ir.form in mod_forms or isinstance(ir, Mod) and (ir.cq, ir.ck) in lin_forms:
+            continue
+        if isinstance(ir, Lin):
+            lin_forms.add(ir.form)
+        if isinstance(ir, Mod):
+            mod_forms.add((ir.cq, ir.ck))
+        texts.append(text)
+    return Operands(header, tuple(texts))
+
+
+@st.composite
+def factored_cases(draw, max_len: int = 24, max_batch: int = 2, max_heads: int = 3) -> Case:
+    """A Case whose mask is the distributed or the factored side of a random FACTORINGS pair."""
+    ops = draw(operands())
+    template = draw(st.sampled_from([t for pair in FACTORINGS.values() for t in pair]))
+    gen = GenPattern(ops.text(template), "p", {})
+    pattern = gen.load()
+    shape = draw(shapes(max_len, max_batch, max_heads, q_inside_kv=needs_q_inside_kv(pattern)))
+    inputs = make_inputs(pattern, shape.q_len, shape.kv_len, shape.batch, draw)
+    return Case(gen, pattern, shape, inputs)
+
+
+@st.composite
+def _raw_atom(draw):
+    from attnpat.compiler.ir import Lin, Mod, Opaque
+
+    kind = draw(st.sampled_from(["diff", "diff", "key", "query", "mod", "doc", "hash"]))
+    if kind in ("diff", "key", "query"):
+        cq, ck = {"diff": (1, -1), "key": (0, 1), "query": (1, 0)}[kind]
+        lo = draw(st.none() | st.integers(1 if kind == "key" else -6, 8))
+        hi = draw(st.none() | st.integers(lo if lo is not None else -6 if kind != "key" else 0, 10))
+        if lo is None and hi is None:
+            hi = 3
+        return Lin(cq, ck, lo, hi)
+    if kind == "mod":
+        cq, ck = draw(st.sampled_from([(1, -1), (0, 1)]))
+        m = draw(st.integers(2, 3))
+        residues = draw(st.lists(st.integers(0, m - 1), min_size=1, max_size=m - 1, unique=True))
+        return Mod(cq, ck, 0, m, tuple(sorted(residues)))
+    if kind == "doc":
+        op = draw(st.sampled_from(["==", "!="]))
+        return Opaque(_cmp(N.Subscript(_name("doc"), Q), op, N.Subscript(_name("doc"), K)))
+    op = draw(st.sampled_from(["<", ">="]))
+    return Opaque(_cmp(_bin("%", _call("hash", Q, K), N.Num(3)), op, N.Num(1)))
+
+
+def raw_irs(max_leaves: int = 10) -> st.SearchStrategy:
+    """Un-normalised IR for the simplifier: nested And/Or over a small pool of atoms (windows on q - k,
+    k and q; residues; `doc[q] == doc[k]` with an int[k] input `doc`; a hash), so operands repeat, overlap
+    and contradict. Atoms obey the IR's own invariants; evaluate with lower.evaluate_points."""
+    from attnpat.compiler.ir import FALSE, TRUE, And, Or
+
+    leaves = st.one_of(_raw_atom(), _raw_atom(), _raw_atom(), st.sampled_from([TRUE, FALSE]))
+    return st.recursive(leaves, lambda sub: st.one_of(
+        st.lists(sub, min_size=2, max_size=4).map(lambda xs: And(tuple(xs))),
+        st.lists(sub, min_size=2, max_size=4).map(lambda xs: Or(tuple(xs)))), max_leaves=max_leaves)
+
+
 # -- near-valid texts: random expressions over names that resolve --------------------------------------
 
 _FUZZ_HEADER = """pattern helper(r: int = 2):
@@ -762,6 +896,7 @@ def noise_texts() -> st.SearchStrategy[str]:
                                                  "not ", " in ", "int", "[k]", "True", "    ", "\n    "])
     body = st.lists(fragments, max_size=30).map("".join)
     return st.one_of(body, st.builds(lambda b: "pattern p():\n    mask " + b, body))
+
 
 
 # -- chunk-constant patterns (BigBird-like) ------------------------------------------------------------
