@@ -147,7 +147,7 @@ def test_runtime_inputs_change_without_recompiling():
 
 def test_attention_one_call_and_equivalent_spellings_share_a_key():
     a = attnpat.parse("pattern a():\n    mask causal and q - k < 8\n")
-    b = attnpat.parse("pattern b():\n    mask 0 <= q - k < 8 and not (k > q)\n")
+    b = attnpat.parse("pattern b2():\n    mask 0 <= q - k < 8 and not (k > q)\n")
     assert attnpat.compile(a).key == attnpat.compile(b).key
     q, k, v = _qkv(1, 1, 1, 20, 20, 16, torch.float32)
     torch.testing.assert_close(attnpat.attention(q, k, v, a), attnpat.attention(q, k, v, b))
