@@ -847,7 +847,22 @@ def _configure_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bf16", choices=sorted(_DTYPE_NAMES), help="q/k/v dtype (default bf16)")
     p.add_argument("--head-dim", type=_positive, default=128, metavar="D", help="head dimension (default 128)")
     p.add_argument("--backward", action="store_true", help="also compile the backward kernels")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", default=[],
+                   help="a launch option as attnpat.compile takes it (repeatable): block_m, block_n, num_warps, "
+                        "num_stages for the forward; bwd_block_m, bwd_block_n, bwd_num_warps, bwd_num_stages for "
+                        "both backward kernels; dkdv_* and dq_* for one of them")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def _compile_options(texts: list[str]) -> dict[str, int]:
+    """--option NAME=VALUE values; the names and values are checked by the Kernel, as for attnpat.compile."""
+    options = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not re.fullmatch(r"\s*-?\d+\s*", value):
+            raise ArgumentError(f"'--option' takes NAME=VALUE with an integer VALUE, got '{text}'")
+        options[name.strip()] = int(value)
+    return options
 
 
 def inspect_requests(kernel, *, target: str, dtype, head_dim: int, backward: bool) -> list[dict]:
@@ -875,7 +890,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _error(f"--head-dim must be between 16 and 256, got {args.head_dim}")
         return 1
     dtype = getattr(torch, _DTYPE_NAMES[args.dtype])
-    kernel = compile_kernel(pattern)
+    kernel = compile_kernel(pattern, **_compile_options(args.option))
     requests = inspect_requests(kernel, target=args.target, dtype=dtype, head_dim=args.head_dim,
                                 backward=args.backward)
     reports = compile_many(requests)

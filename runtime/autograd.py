@@ -50,8 +50,9 @@ class BwdConfig:
 
     dkdv: one program per block_n keys, walking tiles of block_m queries.
     dq: one program per block_m queries, walking tiles of block_n keys.
-    Chosen so that every library kernel compiles without spills and with tensor-core MMA on sm_80 and sm_90a
-    at head dims 64 and 128 in fp16 / bf16 (tests/test_aot_backward.py; docs/backward.md has the table).
+    The defaults (default_bwd_config) compile every library kernel without spills on sm_80 and sm_90a at head
+    dims up to 256 in fp16, bf16 and fp32, with tensor-core MMA in fp16 / bf16 (tests/test_aot_backward.py;
+    docs/backward.md has the table).
     """
 
     dkdv: TileConfig
@@ -77,21 +78,34 @@ def default_bwd_config(head_dim: int, dtype: torch.dtype, arch: int | None = Non
     large tiles)."""
     if arch is None:
         return BwdConfig(TileConfig(64, 64, 4, 1), TileConfig(64, 64, 4, 1))
-    if dtype == torch.float32:   # IEEE fp32 products on CUDA cores: small tiles
+    hopper = arch >= 90
+    if dtype == torch.float32:
+        # IEEE fp32 products run on CUDA cores (FMA), and ptxas treats these kernels erratically: a tile that fits
+        # one target, head dim or pattern spills a few registers on another with as few as 64 in use. Each entry
+        # is the largest tile that compiled spill-free for every library kernel on its target at the power-of-two
+        # head dim and at a padded one (docs/backward.md).
         if head_dim <= 64:
-            return BwdConfig(TileConfig(16, 32, 4, 1), TileConfig(32, 32, 4, 1))
+            return BwdConfig(TileConfig(32, 32, 8, 2) if hopper else TileConfig(64, 16, 8, 2), TileConfig(64, 32, 8, 1))
         if head_dim <= 128:
-            return BwdConfig(TileConfig(32, 16, 8, 1), TileConfig(32, 16, 4, 1))
-        return BwdConfig(TileConfig(16, 16, 4, 1), TileConfig(16, 16, 4, 1))
+            return BwdConfig(TileConfig(32, 16, 4, 1) if hopper else TileConfig(64, 16, 8, 2),
+                             TileConfig(32, 32, 8, 2) if hopper else TileConfig(64, 32, 8, 1))
+        return BwdConfig(TileConfig(16, 32, 8, 2), TileConfig(16, 16, 4, 1) if hopper else TileConfig(16, 32, 8, 2))
     if head_dim <= 64:
-        if arch is not None and arch >= 90:
+        if hopper:
             # 64 keys per program: the dK/dV products have M = 64, as Hopper's warpgroup MMA needs
             return BwdConfig(TileConfig(32, 64, 4, 2), TileConfig(64, 32, 4, 2))
         # on sm_80, 64 keys per program needs 255 registers or spills; 32 keys keeps it near 230
         return BwdConfig(TileConfig(64, 32, 4, 2), TileConfig(64, 32, 4, 2))
     if head_dim <= 128:
         return BwdConfig(TileConfig(32, 64, 8, 2), TileConfig(64, 32, 8, 2))
-    return BwdConfig(TileConfig(16, 32, 4, 1), TileConfig(32, 16, 4, 1))
+    # the 256-wide K, V, dK, dV (dK/dV) or Q, dO, dQ (dQ) tiles need 8 warps to stay below 255 registers
+    return BwdConfig(TileConfig(32, 32, 8, 2), TileConfig(64, 16, 8, 2))
+
+
+def base_bwd_config(head_dim: int, dtype: torch.dtype, arch: int | None = None) -> BwdConfig:
+    """What a kernel's backward options are applied to: override_bwd_config's config inside its block, else
+    default_bwd_config's."""
+    return _OVERRIDE[-1] if _OVERRIDE else default_bwd_config(head_dim, dtype, arch)
 
 
 def _pow2(n: int) -> int:
@@ -147,7 +161,7 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
     if device.type == "cuda" and not interpreting():
         major, minor = torch.cuda.get_device_capability(device)
         arch = 10 * major + minor
-    cfg = _OVERRIDE[-1] if _OVERRIDE else default_bwd_config(D, q.dtype, arch)
+    cfg = kernel.bwd_config(D, q.dtype, arch)
     module = bwd_module(kernel, device)
     q_start = query_positions(N, M, q_offset)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
@@ -189,6 +203,8 @@ class _Attention(torch.autograd.Function):
         out, lse = kernel(q, k, v, scale=scale, return_lse=True, q_offset=q_offset, **inputs)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.kernel, ctx.scale, ctx.q_offset, ctx.inputs = kernel, scale, q_offset, inputs
+        # attention()'s cached kernel refers to its pattern weakly; the backward needs it alive
+        ctx.pattern = kernel.pattern
         if return_lse:
             ctx.mark_non_differentiable(lse)
             return out, lse
@@ -219,9 +235,10 @@ def bwd_aot_requests(kernel, *, target: str = "sm_80", dtype: torch.dtype = torc
                      head_dim: int = 64) -> list[dict]:
     """Requests (for attnpat.runtime.aot.compile_many) that compile the dK/dV and dQ kernels ahead of time,
     specialised as Triton's JIT specialises them for contiguous tensors: unit head-dim strides constant,
-    other strides and pointers divisible by 16."""
+    other strides and pointers divisible by 16. The launch configuration is the kernel's (kernel.bwd_config:
+    the default for the target, with the kernel's backward options applied)."""
     from .aot import TARGETS
-    cfg = default_bwd_config(head_dim, dtype, TARGETS[target])
+    cfg = kernel.bwd_config(head_dim, dtype, TARGETS[target])
     key = _entry_key(kernel, "aot")
     cache.get_module(key, lambda: bwd_source(kernel), interpret=interpreting())   # makes sure the file exists
     path = str(cache.cache_dir() / f"k_{key[:40]}.py")

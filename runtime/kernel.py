@@ -7,8 +7,10 @@ pattern's generated Triton kernel -- compiled on CUDA tensors, under Triton's in
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +30,9 @@ _warned_interpreter = False
 
 @dataclass(frozen=True, slots=True)
 class KernelConfig:
-    """Launch parameters of the forward kernel (chosen so every library kernel compiles without spills
-    and with tensor-core MMA on sm_80 and sm_90a; see tests/test_aot.py)."""
+    """Launch parameters of the forward kernel. The defaults (default_config) compile every library kernel
+    without spills on sm_80 and sm_90a, with tensor-core MMA in fp16 / bf16 (tests/test_aot.py; fp32 and head
+    dim 256 in tests/test_aot_backward.py)."""
 
     block_m: int
     block_n: int
@@ -40,12 +43,19 @@ class KernelConfig:
 def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     """The forward launch configuration for a head dimension and dtype."""
     if dtype == torch.float32:
-        return KernelConfig(64, 32, 4, 2) if head_dim <= 128 else KernelConfig(32, 32, 4, 1)
+        # IEEE fp32 products on CUDA cores. With 4 warps every fp32 tile spilled (up to ~9 KB of stack), and ptxas
+        # is erratic here: these are the largest tiles that compiled spill-free for every library kernel on sm_80
+        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md).
+        if head_dim <= 64:
+            return KernelConfig(32, 32, 8, 2)
+        if head_dim <= 128:
+            return KernelConfig(16, 16, 8, 2)
+        return KernelConfig(32, 16, 8, 2)
     if head_dim <= 64:
         return KernelConfig(128, 64, 8, 3)
     if head_dim <= 128:
         return KernelConfig(128, 64, 8, 2)
-    return KernelConfig(64, 32, 4, 1)
+    return KernelConfig(64, 32, 8, 2)   # 4 warps spilled at head dim 256
 
 
 def _pow2(n: int) -> int:
@@ -61,21 +71,35 @@ class Kernel:
     log-sum-exp [B, Hq, N] in fp32 (-inf for a query with no allowed key, whose output is 0).
     """
 
-    def __init__(self, pattern, *, block_m: int | None = None, block_n: int | None = None,
-                 num_warps: int | None = None, num_stages: int | None = None):
-        self.pattern = pattern
+    def __init__(self, pattern, /, *, block_m: int | None = None, block_n: int | None = None,
+                 num_warps: int | None = None, num_stages: int | None = None, **backward: int | None):
+        self._pattern = pattern
         self.canonical = pattern.canonical
         self.plan: KernelPlan = plan(self.canonical)
+        unknown = sorted(set(backward) - set(_BWD_OPTIONS))
+        if unknown:
+            raise ArgumentError(f"unknown option '{unknown[0]}'; the options are block_m, block_n, num_warps, "
+                                f"num_stages and {', '.join(_BWD_OPTIONS)} (pattern parameters go to attnpat.load)")
         self._override = {"block_m": block_m, "block_n": block_n, "num_warps": num_warps,
                           "num_stages": num_stages}
-        for name, v in self._override.items():
+        given = {**self._override, **{name: backward.get(name) for name in _BWD_OPTIONS}}
+        for name, v in given.items():
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ArgumentError(f"'{name}' must be a positive int, got {v!r}")
-        for name in ("block_m", "block_n"):
-            v = self._override[name]
-            if v is not None and (v < 16 or v & (v - 1)):
+            if v is not None and name.endswith(("block_m", "block_n")) and (v < 16 or v & (v - 1)):
                 raise ArgumentError(f"'{name}' must be a power of two >= 16, got {v}")
+        # per kernel: a dkdv_* / dq_* option wins over the bwd_* one for both kernels
+        self._bwd_override = {
+            which: {f: given[f"{which}_{f}"] if given[f"{which}_{f}"] is not None else given[f"bwd_{f}"]
+                    for f in _TILE_FIELDS}
+            for which in ("dkdv", "dq")}
         self._static_masks: dict = {}
+
+    @property
+    def pattern(self):
+        """The compiled Pattern."""
+        p = self._pattern
+        return p() if isinstance(p, weakref.ref) else p
 
     @property
     def key(self) -> str:
@@ -92,6 +116,17 @@ class Kernel:
         o = self._override
         return KernelConfig(o["block_m"] or base.block_m, o["block_n"] or base.block_n,
                             o["num_warps"] or base.num_warps, o["num_stages"] or base.num_stages)
+
+    def bwd_config(self, head_dim: int, dtype: torch.dtype, arch: int | None = None):
+        """The backward launch configuration (a runtime.autograd.BwdConfig) for this head dimension, dtype and
+        GPU architecture (None: the interpreter): the default with this kernel's backward options applied."""
+        from .autograd import base_bwd_config
+        base = base_bwd_config(head_dim, dtype, arch)
+        tiles = {}
+        for which, o in self._bwd_override.items():
+            t = getattr(base, which)
+            tiles[which] = type(t)(*(o[f] or getattr(t, f) for f in _TILE_FIELDS))
+        return type(base)(**tiles)
 
     def module(self, device: torch.device):
         """The imported kernel module for a device (interpreter on CPU)."""
@@ -201,29 +236,60 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def compile(pattern, **options) -> Kernel:
+_TILE_FIELDS = ("block_m", "block_n", "num_warps", "num_stages")
+_BWD_OPTIONS = tuple(f"{which}_{f}" for which in ("bwd", "dkdv", "dq") for f in _TILE_FIELDS)
+
+
+def compile(pattern, /, **options) -> Kernel:
     """Compile a pattern (a Pattern, or a name/path for attnpat.load) into a Kernel.
 
     Args:
         pattern: a Pattern or a FILE_OR_NAME[:PATTERN] string.
-        **options: block_m, block_n, num_warps, num_stages to override the defaults.
+        **options: launch parameters overriding the defaults (each None or left out keeps the default for the
+            head dim, dtype and GPU; block sizes must be powers of two >= 16, the others positive ints).
+            Forward kernel: block_m (query rows per program), block_n (keys per tile), num_warps, num_stages.
+            Backward kernels: bwd_block_m (query rows per tile), bwd_block_n (keys per tile), bwd_num_warps,
+            bwd_num_stages for both the dK/dV kernel (one program per bwd_block_n keys) and the dQ kernel (one
+            program per bwd_block_m queries); dkdv_block_m, ..., dkdv_num_stages and dq_block_m, ...,
+            dq_num_stages set one kernel and win over the bwd_* value.
     """
     if isinstance(pattern, str):
-        from ..pattern import load
-        pattern = load(pattern)
+        from .. import pattern as pattern_module
+        pattern = pattern_module.load(pattern)
+    _check_pattern(pattern)
     return Kernel(pattern, **options)
+
+
+def _check_pattern(pattern) -> None:
+    from ..pattern import Pattern
+    if not isinstance(pattern, Pattern):
+        raise ArgumentError(f"'pattern' must be a Pattern or a FILE_OR_NAME[:PATTERN] string, got "
+                            f"{type(pattern).__name__}")
 
 
 def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, **inputs):
     """One call: compile (cached) and run `pattern` on q, k, v."""
-    kernel = _compiled.get(id(pattern))
-    if kernel is None or kernel.pattern is not pattern:
-        kernel = compile(pattern)
-        _compiled[id(pattern)] = kernel
+    if isinstance(pattern, str):
+        kernel = _spec_kernel(pattern)
+    else:
+        _check_pattern(pattern)
+        kernel = _compiled.get(pattern)
+        if kernel is None:
+            kernel = Kernel(pattern)
+            # the cache's value must not keep its key alive: this kernel refers to the pattern weakly (the caller
+            # holds it during the call, and autograd keeps it until the backward)
+            kernel._pattern = weakref.ref(pattern)
+            _compiled[pattern] = kernel
     return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, **inputs)
 
 
-_compiled: dict[int, Kernel] = {}
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Pattern -> Kernel, while it lives
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_kernel(spec: str) -> Kernel:
+    """The kernel of a FILE_OR_NAME[:PATTERN] string: loaded and compiled once per spec (the 64 most recent)."""
+    return compile(spec)
 
 
 _TORCH_DT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}

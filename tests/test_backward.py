@@ -11,11 +11,15 @@ Kernels run under Triton's interpreter on the CPU here, so the sizes are small a
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
+import weakref
+from unittest import mock
 
 import pytest
 import torch
@@ -24,7 +28,9 @@ from hypothesis import strategies as st
 
 import attnpat
 from attnpat.errors import EmptyPatternError
-from attnpat.runtime.autograd import BwdConfig, TileConfig, override_bwd_config
+from attnpat.runtime import autograd
+from attnpat.runtime.aot import AotReport
+from attnpat.runtime.autograd import BwdConfig, TileConfig, default_bwd_config, override_bwd_config
 from attnpat.verify import eager_attention
 from strategies import cases
 
@@ -72,13 +78,16 @@ def _run(fn, q, k, v, do, dtype):
 
 
 def check_grads(pattern, B, Hq, Hkv, N, M, D, dtype, *, q_offset=None, seed=0, scale=None, factor=FACTOR,
-                **inputs):
-    """Run kernel, fp64 reference and low-precision eager; assert the tolerance rule; return the kernel's
-    (out, dq, dk, dv)."""
+                kernel=None, **inputs):
+    """Run kernel (`kernel`, or attnpat.attention's for `pattern`), fp64 reference and low-precision eager;
+    assert the tolerance rule; return the kernel's (out, dq, dk, dv)."""
     q, k, v, do = _leaves(B, Hq, Hkv, N, M, D, dtype, seed)
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    got = _run(lambda a, b, c: attnpat.attention(a, b, c, pattern, scale=scale, q_offset=q_offset, **inputs),
-               q, k, v, do, dtype)
+    if kernel is None:
+        got = _run(lambda a, b, c: attnpat.attention(a, b, c, pattern, scale=scale, q_offset=q_offset, **inputs),
+                   q, k, v, do, dtype)
+    else:
+        got = _run(lambda a, b, c: kernel(a, b, c, scale=scale, q_offset=q_offset, **inputs), q, k, v, do, dtype)
     # the reference sees the same (rounded) values as the kernel
     gold = _run(lambda a, b, c: attnpat.reference_attention(a, b, c, pattern, scale=scale, q_offset=q_offset,
                                                             **inputs),
@@ -256,6 +265,177 @@ def test_head_dims_padded_and_large():
     p = attnpat.load("sliding_window", window=11)
     for D in (16, 40, 96, 256):
         check_grads(p, 1, 2, 1, 33, 47, D, torch.float32, seed=D)
+
+
+# -- backward launch options of attnpat.compile ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _recorded_bwd_launches():
+    """Yield a list that receives (kernel name, BLOCK_M, BLOCK_N, num_warps, num_stages) per backward launch."""
+    launches = []
+    real_module = autograd.bwd_module
+
+    class _Module:
+        def __init__(self, module):
+            self._module = module
+
+        def __getattr__(self, name):
+            fn = getattr(self._module, name)
+
+            class _Launcher:
+                def __getitem__(self, grid):
+                    def launch(*args, **kw):
+                        launches.append((name, kw["BLOCK_M"], kw["BLOCK_N"], kw["num_warps"], kw["num_stages"]))
+                        return fn[grid](*args, **kw)
+                    return launch
+            return _Launcher()
+
+    with mock.patch.object(autograd, "bwd_module", lambda kernel, device: _Module(real_module(kernel, device))):
+        yield launches
+
+
+def _expected_launches(config: BwdConfig):
+    return [(name, t.block_m, t.block_n, t.num_warps, t.num_stages)
+            for name, t in (("attn_bwd_dkdv", config.dkdv), ("attn_bwd_dq", config.dq))]
+
+
+@st.composite
+def _bwd_options(draw):
+    """Backward options as a user passes them: for both kernels, per kernel, or both with one kernel refined."""
+    options = {}
+    for prefix in draw(st.sampled_from([("bwd",), ("dkdv", "dq"), ("bwd", "dq"), ("bwd", "dkdv"), ("dq",)])):
+        for field, values in (("block_m", [16, 32]), ("block_n", [16, 32]), ("num_warps", [1, 2, 4, 8]),
+                              ("num_stages", [1, 2, 3])):
+            if draw(st.booleans()):
+                options[f"{prefix}_{field}"] = draw(st.sampled_from(values))
+    return options
+
+
+@settings(max_examples=max(8, settings.default.max_examples // 4), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(case=cases(max_len=48), options=_bwd_options(), data=st.data())
+def test_backward_options_match_fp64_autograd(case, options, data):
+    s = case.shape
+    try:
+        kernel = attnpat.compile(case.pattern, **options)
+    except EmptyPatternError:
+        assume(False)
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    D = data.draw(st.sampled_from([16, 32, 40]), label="head_dim")
+    Hkv = data.draw(st.sampled_from(_divisors(s.heads)), label="kv_heads")
+    try:    # as in test_random_patterns_match_fp64_autograd: only patterns the forward runs
+        with torch.no_grad():
+            kernel(*_leaves(s.batch, s.heads, Hkv, s.q_len, s.kv_len, 16, torch.float32)[:3], q_offset=s.q_offset,
+                   **case.inputs)
+    except Exception:
+        assume(False)
+    config = kernel.bwd_config(D, dtype)
+    default = default_bwd_config(D, dtype)
+    for which in ("dkdv", "dq"):
+        for field in ("block_m", "block_n", "num_warps", "num_stages"):
+            want = options.get(f"{which}_{field}", options.get(f"bwd_{field}", getattr(getattr(default, which), field)))
+            assert getattr(getattr(config, which), field) == want, (which, field)
+    with _recorded_bwd_launches() as launches:
+        check_grads(case.pattern, s.batch, s.heads, Hkv, s.q_len, s.kv_len, D, dtype, q_offset=s.q_offset,
+                    seed=data.draw(st.integers(0, 2**16), label="seed"), kernel=kernel, **case.inputs)
+    assert launches == _expected_launches(config)
+
+
+def test_backward_options_precedence_and_targets():
+    kernel = attnpat.compile("sliding_window", bwd_block_m=32, bwd_num_warps=2, dkdv_block_m=64, dq_block_n=128,
+                             dq_num_stages=None)
+    for dtype, d, arch in ((torch.float16, 64, 80), (torch.bfloat16, 128, 90), (torch.float32, 256, 80),
+                           (torch.float32, 40, None)):
+        base = default_bwd_config(d, dtype, arch)
+        assert kernel.bwd_config(d, dtype, arch) == BwdConfig(
+            TileConfig(64, base.dkdv.block_n, 2, base.dkdv.num_stages),
+            TileConfig(32, 128, 2, base.dq.num_stages))
+        assert kernel.config(d, dtype) == attnpat.compile("sliding_window").config(d, dtype)   # forward untouched
+    plain = attnpat.compile("sliding_window")
+    assert plain.bwd_config(128, torch.float16, 80) == default_bwd_config(128, torch.float16, 80)
+    # the testing aid replaces the default; a kernel's own options still apply on top of it
+    with override_bwd_config(SMALL_BWD[1]):
+        assert plain.bwd_config(64, torch.float16, 80) == SMALL_BWD[1]
+        assert kernel.bwd_config(64, torch.float16, 80) == BwdConfig(TileConfig(64, 16, 2, 1),
+                                                                     TileConfig(32, 128, 2, 1))
+    # the ahead-of-time requests (attnpat inspect --backward) compile the kernel's configuration
+    requests = autograd.bwd_aot_requests(kernel, target="sm_90a", dtype=torch.bfloat16, head_dim=128)
+    config = kernel.bwd_config(128, torch.bfloat16, 90)
+    assert [(r["kernel"], r["block_m"], r["block_n"], r["num_warps"], r["num_stages"]) for r in requests] == \
+        _expected_launches(config)
+    assert [(r["constexprs"]["BLOCK_M"], r["constexprs"]["BLOCK_N"]) for r in requests] == \
+        [(64, config.dkdv.block_n), (32, 128)]
+
+
+def test_backward_options_reach_the_launches_of_attention_and_large_tiles():
+    # tiles larger than the sequence: one masked tile per program
+    kernel = attnpat.compile(attnpat.load("document"), dkdv_block_n=128, dkdv_block_m=16, dq_block_m=64,
+                             dq_block_n=16, bwd_num_stages=2)
+    doc = torch.tensor([0] * 17 + [1] * 30 + [2] * 3)
+    with _recorded_bwd_launches() as launches:
+        check_grads(kernel.pattern, 1, 4, 2, 50, 50, 32, torch.float32, kernel=kernel, doc=doc)
+    assert launches == [("attn_bwd_dkdv", 16, 128, 4, 2), ("attn_bwd_dq", 64, 16, 4, 2)]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(bwd_block_m=24), "'bwd_block_m' must be a power of two >= 16, got 24"),
+    (dict(bwd_block_n=8), "'bwd_block_n' must be a power of two >= 16, got 8"),
+    (dict(dkdv_block_m=48), "'dkdv_block_m' must be a power of two >= 16, got 48"),
+    (dict(dq_block_n=0), "'dq_block_n' must be a positive int, got 0"),
+    (dict(bwd_num_warps=-4), "'bwd_num_warps' must be a positive int, got -4"),
+    (dict(dkdv_num_stages=True), "'dkdv_num_stages' must be a positive int, got True"),
+    (dict(dq_num_warps=2.0), "'dq_num_warps' must be a positive int, got 2.0"),
+    (dict(bwd_block_m="32"), "'bwd_block_m' must be a positive int, got '32'"),
+    (dict(bwd_blockm=32), "unknown option 'bwd_blockm'; the options are block_m, "),
+    (dict(window=32), "unknown option 'window'; the options are block_m, "),
+    (dict(dq_block_k=32), "unknown option 'dq_block_k'"),
+])
+def test_backward_option_errors_name_the_option(options, message):
+    with pytest.raises(attnpat.ArgumentError, match="^error: " + re.escape(message)):
+        attnpat.compile("causal", **options)
+
+
+def test_inspect_backward_shows_the_options(monkeypatch, capsys):
+    from attnpat.cli import main
+
+    def fake_compile_many(requests):   # what inspect asks for, without compiling
+        return [AotReport(r["kernel"], r["target"], r["dtype"], r["head_dim"], r["block_m"], r["block_n"],
+                          r["num_warps"], r["num_stages"], 128, 0, 0, 1024, 8, "HMMA", 2) for r in requests]
+    monkeypatch.setattr("attnpat.runtime.aot.compile_many", fake_compile_many)
+    argv = ["inspect", "sliding_window", "--target", "sm_80", "--dtype", "fp16", "--head-dim", "64", "--backward"]
+    assert main(argv + ["--option", "bwd_block_m=32", "--option", "dq_num_warps=8", "--option", "block_n=32"]) == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("attn_")}
+    default = default_bwd_config(64, torch.float16, 80)
+    fwd = attnpat.compile("sliding_window").config(64, torch.float16)
+    assert rows == {"attn_fwd": [f"{fwd.block_m}x32", str(fwd.num_warps), str(fwd.num_stages)],
+                    "attn_bwd_dkdv": [f"32x{default.dkdv.block_n}", str(default.dkdv.num_warps),
+                                      str(default.dkdv.num_stages)],
+                    "attn_bwd_dq": [f"32x{default.dq.block_n}", "8", str(default.dq.num_stages)]}
+    assert main(argv + ["--option", "bwd_block_n=20"]) == 1
+    assert "'bwd_block_n' must be a power of two >= 16, got 20" in capsys.readouterr().err
+    assert main(argv + ["--option", "bwd_block_n"]) == 1
+    assert "'--option' takes NAME=VALUE with an integer VALUE, got 'bwd_block_n'" in capsys.readouterr().err
+
+
+def test_attention_keeps_a_dropped_pattern_until_backward():
+    # attention()'s cached kernel refers to its pattern weakly: the autograd record must keep it alive
+    q, k, v, do = _leaves(1, 2, 1, 40, 40, 16, torch.float32, seed=3)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = attnpat.attention(q, k, v, attnpat.load("document_sliding_window", window=9),
+                            doc=torch.arange(40) // 15)
+    gc.collect()
+    out.backward(do)
+    p = attnpat.load("document_sliding_window", window=9)
+    q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attnpat.reference_attention(q2, k2, v2, p, doc=torch.arange(40) // 15).backward(do.double())
+    for a, b in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-5, rtol=1e-4)
+    pattern = weakref.ref(out.grad_fn.pattern)
+    del out
+    gc.collect()
+    assert pattern() is None    # and released once the graph is gone
 
 
 # -- empty rows, determinism, drop-in behaviour ---------------------------------------------------

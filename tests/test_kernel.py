@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -151,6 +153,41 @@ def test_attention_one_call_and_equivalent_spellings_share_a_key():
     assert attnpat.compile(a).key == attnpat.compile(b).key
     q, k, v = _qkv(1, 1, 1, 20, 20, 16, torch.float32)
     torch.testing.assert_close(attnpat.attention(q, k, v, a), attnpat.attention(q, k, v, b))
+
+
+def test_attention_caches_specs_and_lets_patterns_go(monkeypatch):
+    from attnpat import pattern as pattern_module
+    from attnpat.runtime import kernel as kernel_module
+    kernel_module._spec_kernel.cache_clear()
+    loads = []
+    real_load = pattern_module.load
+    monkeypatch.setattr(pattern_module, "load", lambda *a, **kw: loads.append(a) or real_load(*a, **kw))
+    q, k, v = _qkv(1, 1, 1, 20, 20, 16, torch.float32)
+    first = attnpat.attention(q, k, v, "sliding_window")
+    second = attnpat.attention(q, k, v, "sliding_window")
+    assert loads == [("sliding_window",)]          # loaded and compiled once, not on every call
+    assert torch.equal(first, second)
+    assert kernel_module._spec_kernel("sliding_window") is kernel_module._spec_kernel("sliding_window")
+    # a Pattern's kernel is cached while the pattern lives, and does not keep it alive
+    p = attnpat.load("sliding_window", window=3)
+    attnpat.attention(q, k, v, p)
+    kernel = kernel_module._compiled[p]
+    attnpat.attention(q, k, v, p)
+    assert kernel_module._compiled[p] is kernel
+    dropped = weakref.ref(p)
+    del p
+    gc.collect()
+    assert dropped() is None
+    assert all(kept.pattern is not None for kept in kernel_module._compiled.values())
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"causal", attnpat.compile])
+def test_pattern_must_be_a_pattern_or_a_spec(bad):
+    q, k, v = _qkv(1, 1, 1, 8, 8, 16, torch.float32)
+    for call in (lambda: attnpat.attention(q, k, v, bad), lambda: attnpat.compile(bad)):
+        with pytest.raises(ArgumentError, match=f"^error: 'pattern' must be a Pattern or a FILE_OR_NAME\\[:PATTERN\\] "
+                                                f"string, got {type(bad).__name__}$"):
+            call()
 
 
 @pytest.mark.parametrize("bad, message", [
