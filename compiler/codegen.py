@@ -386,15 +386,11 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return template
 
 
-def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
-    """Return the source of the kernel module for a canonical pattern."""
-    kplan = kplan or plan(canonical)
-    n_in = len(kplan.inputs)
-    pred_params = "".join(f", in{i}_q, in{i}_k" for i in range(n_in))
-    tile_params = "".join(f", in{i}_q, In{i}, stride_in{i}" for i in range(n_in))
-    kernel_params = "".join(f"In{i}, stride_in{i}, " for i in range(n_in))
+def input_loads(inputs) -> tuple[str, str]:
+    """Code reading the runtime inputs in a kernel that walks key tiles for a block of queries (the forward
+    and dQ): (per key tile, indented for the tile loop; once per query block)."""
     k_loads, q_loads = "", ""
-    for i, (_, axis) in enumerate(kplan.inputs):
+    for i, (_, axis) in enumerate(inputs):
         base = f"In{i} + off_b * stride_in{i}"
         if axis == "k":   # one value per key position: read at absolute positions
             k_loads += f"        in{i}_k = tl.load({base} + k_pos, mask=k_pos < KV_LEN, other=0)\n"
@@ -403,6 +399,17 @@ def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
         else:             # one value per query row; never read at k (the checker forbids it)
             k_loads += f"        in{i}_k = k_pos\n"
             q_loads += f"    in{i}_q = tl.load({base} + offs_m, mask=m_valid, other=0)\n"
+    return k_loads, q_loads
+
+
+def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
+    """Return the source of the kernel module for a canonical pattern."""
+    kplan = kplan or plan(canonical)
+    n_in = len(kplan.inputs)
+    pred_params = "".join(f", in{i}_q, in{i}_k" for i in range(n_in))
+    tile_params = "".join(f", in{i}_q, In{i}, stride_in{i}" for i in range(n_in))
+    kernel_params = "".join(f"In{i}, stride_in{i}, " for i in range(n_in))
+    k_loads, q_loads = input_loads(kplan.inputs)
 
     def call(start: str, masked: bool) -> str:
         return _TILE_CALL.format(start=start, masked=masked,

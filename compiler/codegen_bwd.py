@@ -27,7 +27,7 @@ numbers are printed from validated integers; no user text reaches the code.
 
 from __future__ import annotations
 
-from .codegen import Bound, KernelPlan, _bound, _fill, _full_tile, _Pred, _rename_inputs, plan
+from .codegen import Bound, KernelPlan, _bound, _fill, _full_tile, _Pred, _rename_inputs, input_loads, plan
 from .hashing import HASH_INIT, HASH_M1, HASH_M2, MASK32
 from .ir import IR, And, Lin, Or, to_text
 from .simplify import Canonical
@@ -149,19 +149,15 @@ def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
     dq_tile_params = "".join(f", in{i}_q, In{i}, stride_in{i}" for i in range(n_in))
     dkdv_tile_params = "".join(f", in{i}_k, In{i}, stride_in{i}" for i in range(n_in))
 
-    dq_k_loads, dq_q_loads, dkdv_q_loads, dkdv_k_loads = "", "", "", ""
+    dq_k_loads, dq_q_loads = input_loads(kplan.inputs)   # dQ reads them as the forward does
+    dkdv_q_loads, dkdv_k_loads = "", ""
     for i, (_, axis) in enumerate(kplan.inputs):
         base = f"In{i} + off_b * stride_in{i}"
         if axis == "k":   # one value per key position: read at absolute positions
-            dq_k_loads += f"        in{i}_k = tl.load({base} + k_pos, mask=k_pos < KV_LEN, other=0)\n"
-            dq_q_loads += (f"    in{i}_q = tl.load({base} + q_pos, mask=m_valid & (q_pos >= 0) & (q_pos < KV_LEN), "
-                           f"other=0)\n")
             dkdv_k_loads += f"    in{i}_k = tl.load({base} + k_pos, mask=k_valid, other=0)\n"
             dkdv_q_loads += (f"        in{i}_q = tl.load({base} + q_pos, mask=m_valid & (q_pos >= 0) & "
                              f"(q_pos < KV_LEN), other=0)\n")
         else:             # one value per query row; never read at k (the checker forbids it)
-            dq_k_loads += f"        in{i}_k = k_pos\n"
-            dq_q_loads += f"    in{i}_q = tl.load({base} + offs_m, mask=m_valid, other=0)\n"
             dkdv_k_loads += f"    in{i}_k = k_pos\n"
             dkdv_q_loads += f"        in{i}_q = tl.load({base} + offs_m, mask=m_valid, other=0)\n"
 
