@@ -17,7 +17,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.attnpat-installed
 
-.PHONY: demo test gpu-check install clean
+.PHONY: demo test gpu-check golden install clean
 
 $(PY):
 	$(PYTHON) -m venv $(if $(VENV_SYSTEM),--system-site-packages,) $(VENV)
@@ -35,6 +35,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# Regenerate tests/golden/ (the pinned generated kernel sources) after an intended code-generator change;
+# review the diff like code.
+golden: $(STAMP)
+	ATTNPAT_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_codegen_golden.py
 
 gpu-check: $(STAMP)
 	@$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

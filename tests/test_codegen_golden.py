@@ -1,0 +1,75 @@
+"""Golden tests: the generated forward and backward (dK/dV + dQ) source of every library pattern, and of a
+few user patterns that reach the code generator's other branches, pinned byte for byte.
+
+A change to the code generator shows up here as a diff of the emitted kernels, to be reviewed like code.
+After an intended change, regenerate the files with one command and commit the diff:
+
+    make golden          # = ATTNPAT_UPDATE_GOLDEN=1 python -m pytest tests/test_codegen_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import attnpat
+from attnpat.runtime.autograd import bwd_source
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("ATTNPAT_UPDATE_GOLDEN") == "1"
+
+# Branches the library does not reach: a set of runs, a stepped range, a q-axis input with a k-axis one,
+# a two-family band with sinks on a constant, and a list indexed by the head.
+USER_PATTERNS = {
+    "user_sets": """
+pattern user_sets():
+    mask causal and (k % 8 in {0, 1, 2, 5} or q - k in range(0, 64, 4))
+""",
+    "user_inputs": """
+pattern user_inputs():
+    input seg: int[k]
+    input qlen: int[q]
+    mask seg[q] == seg[k] and k <= q + qlen[q]
+""",
+    "user_two_bands": """
+pattern user_two_bands():
+    mask (k >= 16 and k < 32) or (q - k >= 0 and q - k < 8)
+""",
+}
+
+
+def _cases():
+    for name in attnpat.library_names():
+        yield name, lambda name=name: attnpat.load(name)
+    for name, text in USER_PATTERNS.items():
+        yield name, lambda text=text: attnpat.parse(text)
+
+
+CASES = dict(_cases())
+
+
+def _sources(make) -> dict[str, str]:
+    kernel = attnpat.compile(make())
+    return {"fwd": kernel.source(), "bwd": bwd_source(kernel)}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_generated_source_matches_golden(name):
+    for part, text in _sources(CASES[name]).items():
+        path = GOLDEN / f"{name}.{part}.py.txt"
+        if UPDATE:
+            path.write_text(text)
+            continue
+        if not path.exists():
+            pytest.fail(f"no golden file {path.name}: run `make golden` and review the new file")
+        assert text == path.read_text(), (
+            f"generated {part} source of {name} differs from {path.name}; if the change is intended, run "
+            f"`make golden` and review the diff")
+
+
+def test_no_stale_golden_files():
+    expected = {f"{name}.{part}.py.txt" for name in CASES for part in ("fwd", "bwd")}
+    present = {p.name for p in GOLDEN.glob("*.py.txt")}
+    assert present == expected or UPDATE, f"stale golden files: {sorted(present - expected)}"
