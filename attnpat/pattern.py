@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .compiler import nodes as N
-from .compiler.check import CheckedPattern, check_pattern
+from .compiler import pipeline
+from .compiler.check import CheckedPattern
 from .compiler.parse import parse_module
+from .compiler.values import format_value
 from .compiler.unparse import unparse
 from .library import locate, pick_pattern, resolve_library, split_spec
 
@@ -14,21 +16,25 @@ __all__ = ["Pattern", "load", "parse"]
 
 
 class Pattern:
-    """A pattern ready to analyse, lower and run.
+    """A pattern ready to analyse, lower and run: the user's handle on the compiler's values.
+
+    The front stages (parse, check) run when a Pattern is made, so a mistake in the text or the parameters
+    raises at once; the rest of the compiler (simplify, plan) runs on first use and gives `compiled`, the
+    frozen value code generation, lowering and the runtime read (see compiler/pipeline.py).
 
     Attributes:
         name: the pattern's name.
         params: bound parameter values (defaults with overrides applied).
         inputs: names of the runtime inputs it needs at call time, with their axes.
-        checked: the closed, typed expression (stage 2's output).
+        checked: the closed, typed expression (stage check's output).
     """
 
     def __init__(self, module: N.Module, name: str, params: dict[str, object] | None = None):
         self.module = module
         self.definition = next(p for p in module.patterns if p.name == name)
-        self.checked: CheckedPattern = check_pattern(module, name, params, resolve_library)
+        self.checked: CheckedPattern = pipeline.front(module, name, params, resolve_library)
         self._overrides = dict(params or {})
-        self._canonical = None
+        self._compiled: pipeline.Compiled | None = None
         self._variant_cache: dict[tuple[int, int], tuple] = {}
 
     @property
@@ -66,12 +72,16 @@ class Pattern:
                               inputs=inputs)
 
     @property
+    def compiled(self) -> pipeline.Compiled:
+        """The pattern through every compile-time stage (raises EmptyPatternError for an empty mask)."""
+        if self._compiled is None:
+            self._compiled = pipeline.back(self.checked)
+        return self._compiled
+
+    @property
     def canonical(self):
-        """The canonical form (stage 3): simplified IR, canonical text and the stable key."""
-        if self._canonical is None:
-            from .compiler.simplify import simplify
-            self._canonical = simplify(self.checked)
-        return self._canonical
+        """The canonical form (stage simplify): simplified IR, canonical text and the stable key."""
+        return self.compiled.canonical
 
     @property
     def key(self) -> str:
@@ -160,16 +170,8 @@ class Pattern:
         return variants, assignment
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={_show(v)}" for k, v in self.checked.params)
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in self.checked.params)
         return f"Pattern({self.name}({params}))"
-
-
-def _show(v) -> str:
-    if isinstance(v, frozenset):
-        return "{" + ", ".join(map(str, sorted(v))) + "}"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(map(str, v)) + "]"
-    return repr(v)
 
 
 def load(path_or_name: str, pattern: str | None = None, **params) -> Pattern:
