@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from functools import lru_cache
 from importlib import resources
 
 from .compiler import nodes as N
 from .compiler.parse import parse_module
+from .compiler.values import did_you_mean
 from .errors import ParameterError, PatternError, PatternNameError
 
 __all__ = ["library_names", "library_module", "resolve_library", "read_module", "split_spec", "pick_pattern"]
@@ -53,12 +53,6 @@ def resolve_library(name: str) -> tuple[N.Module, N.PatternDef] | None:
 resolve_library.names = library_names
 
 
-def _did_you_mean(name: str, candidates, what: str = "") -> str:
-    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=1, cutoff=0.6)
-    return f" (did you mean {what}'{close[0]}'?)" if close else ""
-
-
 def read_module(path: str) -> N.Module:
     """Read and parse a `.attn` file."""
     try:
@@ -84,7 +78,7 @@ def pick_pattern(module: N.Module, stem: str, pattern: str | None) -> str:
     names = [p.name for p in module.patterns]
     if pattern is not None:
         if pattern not in names:
-            hint = _did_you_mean(pattern, names)
+            hint = did_you_mean(pattern, names)
             raise PatternNameError(f"no pattern '{pattern}' in {module_name(module)}{hint}; "
                                    f"it has: {', '.join(names) or 'none'}")
         return pattern
@@ -116,7 +110,7 @@ def locate(spec: str) -> tuple[N.Module, str]:
         except PatternError as exc:
             # 'sliding_windw.attn' that is not there: perhaps the library pattern was meant
             bare = spec.endswith(".attn") and os.path.basename(spec) == spec and not os.path.exists(spec)
-            hint = _did_you_mean(stem, _library_candidates(), "the library pattern ") if bare else ""
+            hint = did_you_mean(stem, _library_candidates(), "the library pattern ") if bare else ""
             if not hint:
                 raise
             raise PatternError(exc.message + hint) from None
@@ -125,7 +119,7 @@ def locate(spec: str) -> tuple[N.Module, str]:
     stem = _library_index().get(spec)
     if stem is not None:
         return library_module(stem), spec
-    raise PatternNameError(f"no file or library pattern named '{spec}'{_did_you_mean(spec, _library_candidates())}")
+    raise PatternNameError(f"no file or library pattern named '{spec}'{did_you_mean(spec, _library_candidates())}")
 
 
 def _library_candidates() -> list[str]:

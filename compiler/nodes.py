@@ -14,7 +14,7 @@ from ..errors import Span
 __all__ = [
     "Num", "BoolLit", "Name", "Unary", "BinOp", "BoolOp", "Compare", "Call", "Subscript",
     "SetLit", "ListLit", "Expr", "Param", "Require", "InputDecl", "Let", "Mask", "Stmt",
-    "PatternDef", "Module", "TYPES", "AXES", "ARITH_OPS", "COMPARE_OPS", "walk",
+    "PatternDef", "Module", "TYPES", "AXES", "ARITH_OPS", "COMPARE_OPS", "walk", "map_children", "children",
 ]
 
 TYPES = ("int", "bool", "set", "list")
@@ -202,3 +202,28 @@ def walk(node):
         elif hasattr(x, "__dataclass_fields__"):
             yield x
             stack.extend(getattr(x, f) for f in reversed(x.__dataclass_fields__) if f != "span")
+
+
+
+def _map_field(value, fn):
+    if hasattr(value, "__dataclass_fields__"):
+        return fn(value)
+    if isinstance(value, tuple):   # children, or keyword arguments as (name, expr) pairs
+        out = tuple(_map_field(x, fn) for x in value)
+        return value if all(a is b for a, b in zip(out, value)) else out
+    return value   # an operator, a name, a number
+
+
+def map_children(node, fn):
+    """`node` rebuilt with `fn` applied to each child node, span kept (`node` itself when none changed)."""
+    new = {f: _map_field(getattr(node, f), fn) for f in node.__dataclass_fields__ if f != "span"}
+    if all(v is getattr(node, f) for f, v in new.items()):
+        return node
+    return type(node)(**new, span=node.span)
+
+
+def children(node) -> list:
+    """The direct child nodes of `node`, in field order."""
+    out: list = []
+    map_children(node, lambda c: out.append(c) or c)
+    return out

@@ -9,31 +9,15 @@ from __future__ import annotations
 from functools import singledispatch
 
 from . import nodes as N
+from .semantics import PREC_ADD, PREC_ATOM, precedence
 
 __all__ = ["unparse", "unparse_expr"]
 
-# Binding strength, loosest first; an operand printed at a lower strength than required gets parentheses.
-_OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _ATOM = range(1, 9)
-_BINOP_PREC = {"+": _ADD, "-": _ADD, "*": _MUL, "//": _MUL, "%": _MUL}
-
-
-def _prec(e: N.Expr) -> int:
-    if isinstance(e, N.BoolOp):
-        return _OR if e.op == "or" else _AND
-    if isinstance(e, N.Unary):
-        return _NOT if e.op == "not" else _UNARY
-    if isinstance(e, N.Compare):
-        return _CMP
-    if isinstance(e, N.BinOp):
-        return _BINOP_PREC[e.op]
-    if isinstance(e, N.Num) and e.value < 0:
-        return _UNARY
-    return _ATOM
-
 
 def _wrap(e: N.Expr, minimum: int) -> str:
+    """An operand's text, in parentheses when it binds looser than `minimum` (precedences: the semantics table)."""
     text = unparse_expr(e)
-    return f"({text})" if _prec(e) < minimum else text
+    return f"({text})" if precedence(e) < minimum else text
 
 
 def unparse_expr(e: N.Expr) -> str:
@@ -45,25 +29,24 @@ def unparse_expr(e: N.Expr) -> str:
     if isinstance(e, N.Name):
         return e.id
     if isinstance(e, N.Unary):
-        if e.op == "not":
-            return f"not {_wrap(e.operand, _NOT)}"
-        return f"-{_wrap(e.operand, _UNARY)}"
+        space = " " if e.op == "not" else ""
+        return f"{e.op}{space}{_wrap(e.operand, precedence(e))}"
     if isinstance(e, N.BinOp):
-        p = _BINOP_PREC[e.op]
+        p = precedence(e)
         return f"{_wrap(e.left, p)} {e.op} {_wrap(e.right, p + 1)}"
     if isinstance(e, N.BoolOp):
-        p = _prec(e)
+        p = precedence(e)
         return f" {e.op} ".join(_wrap(v, p + 1) for v in e.values)
     if isinstance(e, N.Compare):
-        parts = [_wrap(e.left, _ADD)]
+        parts = [_wrap(e.left, PREC_ADD)]
         for op, right in zip(e.ops, e.comparators):
-            parts += [op, _wrap(right, _ADD)]
+            parts += [op, _wrap(right, PREC_ADD)]
         return " ".join(parts)
     if isinstance(e, N.Call):
         args = [unparse_expr(a) for a in e.args] + [f"{k}={unparse_expr(v)}" for k, v in e.kwargs]
         return f"{e.func}({', '.join(args)})"
     if isinstance(e, N.Subscript):
-        return f"{_wrap(e.value, _ATOM)}[{unparse_expr(e.index)}]"
+        return f"{_wrap(e.value, PREC_ATOM)}[{unparse_expr(e.index)}]"
     if isinstance(e, N.SetLit):
         return "{" + ", ".join(unparse_expr(x) for x in e.elts) + "}"
     if isinstance(e, N.ListLit):

@@ -594,23 +594,12 @@ def shapes(draw, max_len: int = 48, max_batch: int = 2, max_heads: int = 4,
     return Shape(q_len, kv_len, batch, heads, q_offset)
 
 
-def _walk(e):
-    yield e
-    if isinstance(e, tuple):
-        for x in e:
-            yield from _walk(x)
-    elif hasattr(e, "__dataclass_fields__"):
-        for f in e.__dataclass_fields__:
-            if f != "span":
-                yield from _walk(getattr(e, f))
-
-
 def needs_q_inside_kv(pattern: "attnpat.Pattern") -> bool:
     """True if the pattern reads an int[k] input at a query position (`doc[q]`), so every query
     position must be a valid key position."""
     axes = pattern.inputs
     return any(isinstance(n, N.Subscript) and isinstance(n.value, N.Name) and axes.get(n.value.id) == "k"
-               and isinstance(n.index, N.Name) and n.index.id == "q" for n in _walk(pattern.checked.expr))
+               and isinstance(n.index, N.Name) and n.index.id == "q" for n in N.walk(pattern.checked.expr))
 
 
 @st.composite

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import attnpat
@@ -553,23 +553,12 @@ def test_a_pattern_used_as_a_value():
 ALLOWED_CALLS = {"abs", "min", "max", "hash", "range"}
 
 
-def _walk(e):
-    yield e
-    if isinstance(e, tuple):
-        for x in e:
-            yield from _walk(x)
-    elif hasattr(e, "__dataclass_fields__"):
-        for f in e.__dataclass_fields__:
-            if f != "span":
-                yield from _walk(getattr(e, f))
-
-
 @given(patterns())
 def test_checked_expressions_are_closed(gen):
     """What the checker hands on mentions only q, k, h, b, input subscripts and literals."""
     p = gen.load()
     inputs = p.inputs
-    for node in _walk(p.checked.expr):
+    for node in N.walk(p.checked.expr):
         if isinstance(node, N.Name):
             assert node.id in ("q", "k", "h", "b") or node.id in inputs
         elif isinstance(node, N.Call):
