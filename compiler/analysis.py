@@ -20,249 +20,30 @@ evaluation per cell (:func:`_partial_cells`); otherwise, and in the cells such a
 points are evaluated one by one (with :func:`~attnpat.compiler.lower.evaluate_points`, in chunks). The
 cost is O(q_len + kv_len + tiles + cells + points evaluated); for a sliding window that is O(N * window),
 never O(N^2) unless the pattern itself has O(N^2) partial pairs outside constant cells.
+
+The result, :class:`Analysis`, its derived numbers and its report live in :mod:`.analysis_report`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ArgumentError
+from .analysis_report import Analysis
 from .ir import And
 from .lower import BlockMask, TileKind, chunk_cells, chunk_split, classify_rects, evaluate_points
+from .lower.cells import cell_slices
+from .lower.geometry import BIG
+from .lower.points import POINTS_PER_CALL
+from .values import format_value
 
 __all__ = ["Analysis", "analyze", "causal_pairs", "receptive_field", "tile_grid"]
 
-_BIG = np.int64(1) << 62
-_CHUNK_ELEMENTS = 1 << 22     # points evaluated per numpy call (about 32 MB of int64 temporaries)
-_CELL_SLICE = 1 << 20         # chunk cells per numpy pass (bounds the temporaries)
-_CELL_GAIN = 4                # count cell by cell when cells * _CELL_GAIN <= points (None: never): a cell
-                              # costs about as much as 4 points
-
-
-# -- the result ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """What :func:`analyze` found; ``str(analysis)`` is the readable report, ``to_dict()`` the JSON.
-
-    Pair and row counts are summed over every (batch, head): a pattern that differs per head (per-head
-    windows) or per batch element (runtime inputs given per batch) is counted slice by slice.
-
-    Attributes:
-        pattern: the pattern with its bound parameters, e.g. ``sliding_window(window=4096)``.
-        canonical: the canonical mask text; ``key``: the canonical key (equal for equivalent spellings).
-        q_len, kv_len, q_start: the shape; query row i sits at absolute position q_start + i.
-        heads, batch, block_q, block_k, head_dim, layers: the other settings.
-        allowed: allowed (b, h, q, k) pairs; ``total``: all of them (batch * heads * q_len * kv_len).
-        tiles: {'EMPTY': .., 'PARTIAL': .., 'FULL': ..} summed over every (batch, head).
-        loose_partial: PARTIAL tiles that turned out, point by point, to be all allowed or all masked (the
-            block mask may leave a tile PARTIAL when it cannot prove more; the kernel still computes it).
-        tile_pairs: (q, k) pairs inside the non-empty tiles -- what the kernel computes.
-        causal_pairs: pairs full causal attention allows at this shape (closed form).
-        lookback: max over queries of q - (its smallest allowed key); None when no query has a key.
-        lookahead: max over queries of (its largest allowed key) - q, at least 0; None when no query has
-            a key.
-        max_keys: the most keys any single query attends to.
-        empty_rows: (b, h, query) rows with no allowed key; ``rows``: batch * heads * q_len.
-        receptive_field: how many positions back from the last query information can come after
-            ``layers`` stacked layers (an interval bound: exact for windows and causal masks, an upper
-            bound otherwise); None when it cannot be computed (see ``receptive_note``).
-        variants: distinct masks over the (batch, head) slices (each analysed once).
-        evaluated: points evaluated one by one (inside PARTIAL tiles) -- the analysis's own cost.
-    """
-
-    pattern: str
-    canonical: str
-    key: str
-    q_len: int
-    kv_len: int
-    q_start: int
-    heads: int
-    batch: int
-    block_q: int
-    block_k: int
-    head_dim: int
-    layers: int
-    allowed: int
-    total: int
-    tiles: dict
-    loose_partial: int
-    tile_pairs: int
-    causal_pairs: int
-    lookback: int | None
-    lookahead: int | None
-    max_keys: int
-    empty_rows: int
-    rows: int
-    receptive_field: int | None
-    receptive_note: str = ""
-    variants: int = 1
-    evaluated: int = 0
-
-    # -- derived numbers ---------------------------------------------------------------------------
-
-    @property
-    def density(self) -> Fraction:
-        """Allowed pairs / all pairs, exactly."""
-        return Fraction(self.allowed, self.total) if self.total else Fraction(0)
-
-    @property
-    def density_float(self) -> float:
-        return float(self.density)
-
-    @property
-    def tile_efficiency(self) -> float | None:
-        """Allowed pairs / pairs inside the non-empty tiles (1.0: the kernel computes no masked pair)."""
-        return self.allowed / self.tile_pairs if self.tile_pairs else None
-
-    @property
-    def flops_kernel(self) -> int:
-        """4 * head_dim * pairs in non-empty tiles: the forward kernel's QK^T and PV matmuls."""
-        return 4 * self.head_dim * self.tile_pairs
-
-    @property
-    def flops_ideal(self) -> int:
-        """4 * head_dim * allowed pairs: a kernel that computed only the allowed pairs."""
-        return 4 * self.head_dim * self.allowed
-
-    @property
-    def flops_causal(self) -> int:
-        """4 * head_dim * causal pairs: full causal attention at this shape (the usual baseline)."""
-        return 4 * self.head_dim * self.causal_pairs
-
-    @property
-    def flops_dense(self) -> int:
-        """4 * head_dim * all pairs: full (non-causal) attention."""
-        return 4 * self.head_dim * self.total
-
-    @property
-    def kernel_vs_causal(self) -> float | None:
-        return self.flops_kernel / self.flops_causal if self.causal_pairs else None
-
-    @property
-    def ideal_vs_causal(self) -> float | None:
-        return self.flops_ideal / self.flops_causal if self.causal_pairs else None
-
-    @property
-    def kv_cache(self) -> int | None:
-        """Entries a decoder's sliding KV cache needs to serve every query: look-back + 1."""
-        return None if self.lookback is None else self.lookback + 1
-
-    @property
-    def all_rows_attend(self) -> bool:
-        return self.empty_rows == 0
-
-    # -- output ------------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict:
-        """Every field and derived number as JSON-ready values (the density also as 'num/den')."""
-        out = asdict(self)
-        out.update({
-            "density": self.density_float,
-            "density_exact": f"{self.density.numerator}/{self.density.denominator}",
-            "tile_efficiency": self.tile_efficiency,
-            "flops": {"kernel": self.flops_kernel, "ideal": self.flops_ideal, "causal": self.flops_causal,
-                      "dense": self.flops_dense, "kernel_vs_causal": self.kernel_vs_causal,
-                      "ideal_vs_causal": self.ideal_vs_causal},
-            "kv_cache": self.kv_cache,
-            "all_rows_attend": self.all_rows_attend,
-        })
-        return out
-
-    def report(self) -> str:
-        """The readable report (what ``attnpat explain`` prints)."""
-        lines = []
-        where = f"q_len={self.q_len} kv_len={self.kv_len}"
-        if self.heads > 1 or self.batch > 1:
-            where += f" heads={self.heads} batch={self.batch}"
-        lines.append(f"{self.pattern}  {where}")
-        if self.q_start != 0:
-            lines.append(f"  (query row i is at position q = i + {self.q_start})")
-        rows = []
-        rows.append(("canonical", self.canonical))
-        rows.append(("key", self.key))
-        slices = self.batch * self.heads
-        per = f" over {slices} (batch, head) slices" if slices > 1 else ""
-        if self.variants > 1:
-            per += f", {self.variants} distinct masks"
-        rows.append(("density", f"{_pct(self.density_float)} of pairs allowed "
-                                f"({_n(self.allowed)} of {_n(self.total)}{per})"))
-        t = self.tiles
-        n_tiles = t["EMPTY"] + t["PARTIAL"] + t["FULL"]
-        tiles = (f"{self.block_q} x {self.block_k}: {_n(t['FULL'])} full, {_n(t['PARTIAL'])} partial, "
-                 f"{_n(t['EMPTY'])} empty ({_pct((t['FULL'] + t['PARTIAL']) / n_tiles if n_tiles else 0)} "
-                 f"computed)")
-        rows.append(("tiles", tiles))
-        if self.loose_partial:
-            rows.append(("", f"{_n(self.loose_partial)} partial tiles are in fact all allowed or all masked"))
-        eff = self.tile_efficiency
-        rows.append(("efficiency", "no tile is computed" if eff is None else
-                     f"{_pct(eff)} of the pairs in computed tiles are allowed"))
-        d = self.head_dim
-        kv = self.kernel_vs_causal
-        iv = self.ideal_vs_causal
-        rows.append(("FLOPs", f"kernel {_flops(self.flops_kernel)}"
-                              + ("" if kv is None else f" = {_ratio(kv)} full causal attention")
-                              + f" (4 x head_dim {d} per computed pair)"))
-        rows.append(("", f"ideal {_flops(self.flops_ideal)}" + ("" if iv is None else f" = {_ratio(iv)} causal")
-                         + f"; full causal {_flops(self.flops_causal)}; dense {_flops(self.flops_dense)}"))
-        if self.lookback is None:
-            rows.append(("look-back", "no query attends to any key"))
-        else:
-            rows.append(("look-back", f"{_n(self.lookback)} positions: a decoder's KV cache needs "
-                                      f"{_n(self.kv_cache)} entries"
-                                      + ("" if self.lookahead == 0 else " (but the pattern looks ahead)")))
-            rows.append(("look-ahead", "0 (causal: no query sees a later key)" if self.lookahead == 0 else
-                         f"{_n(self.lookahead)} positions"))
-            rows.append(("keys/query", f"at most {_n(self.max_keys)}"))
-        if self.empty_rows == 0:
-            rows.append(("empty rows", "none: every query attends to at least one key"))
-        else:
-            rows.append(("empty rows", f"{_n(self.empty_rows)} of {_n(self.rows)} query rows attend to no key "
-                                       f"(their output is 0)"))
-        layers = f"{self.layers} layer{'s' if self.layers != 1 else ''}"
-        if self.receptive_field is None:
-            rows.append(("receptive", f"after {layers}: unknown ({self.receptive_note})"))
-        else:
-            last = self.q_start + self.q_len - 1
-            rows.append(("receptive", f"after {layers}: {_n(self.receptive_field)} positions back from the last "
-                                      f"query (q = {_n(last)})"))
-            if self.receptive_note:
-                rows.append(("", self.receptive_note))
-        width = max(len(r[0]) for r in rows)
-        lines += [f"  {label:<{width}}  {text}".rstrip() for label, text in rows]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.report()
-
-
-def _n(x: int) -> str:
-    return f"{x:,}"
-
-
-def _pct(x: float) -> str:
-    p = 100 * x
-    if p == 0 or p >= 10 or p == 100:
-        return f"{p:.1f}%" if p not in (0, 100) else f"{p:.0f}%"
-    if p >= 0.1:
-        return f"{p:.2f}%"
-    return f"{p:.3g}%"
-
-
-def _ratio(x: float) -> str:
-    return f"{_pct(x)} of" if x <= 1 else f"{x:.2f}x"
-
-
-def _flops(n: int) -> str:
-    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} FLOP"
+_CHUNK_ELEMENTS = POINTS_PER_CALL   # points evaluated per numpy call (a name of its own: tests shrink it)
+_CELL_GAIN = 4                      # count cell by cell when cells * _CELL_GAIN <= points (None: never): a
+                                    # cell costs about as much as 4 points
 
 
 # -- closed forms --------------------------------------------------------------------------------------
@@ -308,7 +89,7 @@ def receptive_field(last: int, first_min: int, first_max: int, earliest: np.ndar
         lo, hi = min(lo, first_min), max(hi, first_max)
     n = len(earliest)
     seen_lo, seen_hi = 0, -1          # positions already folded into emin / lmax
-    emin, lmax = _BIG, -_BIG
+    emin, lmax = BIG, -BIG
     for _ in range(layers - 1):
         a, b = max(lo, 0), min(hi, n - 1)
         if a > b:
@@ -330,7 +111,7 @@ def receptive_field(last: int, first_min: int, first_max: int, earliest: np.ndar
 
 
 @dataclass
-class _Rows:
+class _RowFacts:
     """Per-row facts of one stored variant."""
 
     allowed: int          # allowed pairs
@@ -338,19 +119,24 @@ class _Rows:
     loose: int            # PARTIAL tiles that are all allowed or all masked
     evaluated: int        # points evaluated
     count: np.ndarray     # int64 [q_len]: allowed keys per row
-    kmin: np.ndarray      # int64 [q_len]: smallest allowed key (_BIG if none)
+    kmin: np.ndarray      # int64 [q_len]: smallest allowed key (BIG if none)
     kmax: np.ndarray      # int64 [q_len]: largest allowed key (-1 if none)
     partial: np.ndarray   # int64 [PARTIAL tiles]: allowed pairs of each PARTIAL tile, in CSR order
 
 
-def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
+def _block_sizes(bm: BlockMask) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in each query block and keys in each key block (the last ones may be cut short)."""
+    rows_in = np.minimum(bm.block_q, bm.q_len - np.arange(bm.num_q_blocks, dtype=np.int64) * bm.block_q)
+    cols_in = np.minimum(bm.block_k, bm.kv_len - np.arange(bm.num_k_blocks, dtype=np.int64) * bm.block_k)
+    return rows_in, cols_in
+
+
+def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _RowFacts:
     """Counts and first/last allowed keys per row of variant v: FULL tiles in closed form, PARTIAL tiles
     cell by cell where the mask is constant on chunk cells (:func:`_partial_cells`), else point by point
     (chunked)."""
-    q_len, kv_len, bq, bk, q_start = bm.q_len, bm.kv_len, bm.block_q, bm.block_k, bm.q_start
-    nqb, nkb = bm.num_q_blocks, bm.num_k_blocks
-    rows_in = np.minimum(bq, q_len - np.arange(nqb, dtype=np.int64) * bq)
-    cols_in = np.minimum(bk, kv_len - np.arange(nkb, dtype=np.int64) * bk)
+    kv_len, bq, bk, q_start, nqb = bm.kv_len, bm.block_q, bm.block_k, bm.q_start, bm.num_q_blocks
+    rows_in, cols_in = _block_sizes(bm)
 
     # FULL tiles: every row of the block sees every key of the tile.
     fptr = bm.full_ptr[v]
@@ -359,7 +145,7 @@ def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
     fqb = np.repeat(np.arange(nqb, dtype=np.int64), fcount)
     width = np.bincount(fqb, weights=cols_in[fidx], minlength=nqb).astype(np.int64)
     full_allowed = int((rows_in * width).sum())
-    first = np.full(nqb, _BIG, np.int64)
+    first = np.full(nqb, BIG, np.int64)
     last = np.full(nqb, -1, np.int64)
     has = fcount > 0
     if has.any():   # a block's first and last FULL key blocks (its columns are sorted)
@@ -390,7 +176,7 @@ def _scan(bm: BlockMask, v: int, ir, inputs: dict) -> _Rows:
         partial, evaluated = _partial_cells(split, inputs, bm, (pqb, pidx, r0, r1, c0, c1), cells, acc)
     allowed = full_allowed + int(partial.sum())
     loose = int(((partial == 0) | (partial == area)).sum())
-    return _Rows(allowed, tile_pairs, loose, evaluated, count, kmin, kmax, partial)
+    return _RowFacts(allowed, tile_pairs, loose, evaluated, count, kmin, kmax, partial)
 
 
 def _partial_points(ir, inputs: dict, q_start: int, r0, r1, c0, c1, acc) -> np.ndarray:
@@ -432,7 +218,7 @@ def _partial_points(ir, inputs: dict, q_start: int, r0, r1, c0, c1, acc) -> np.n
             hi = b0 + (W - 1 - m[:, :, ::-1].argmax(axis=2))
             flat = row.ravel()
             count += np.bincount(flat, weights=per_row.ravel(), minlength=q_len).astype(np.int64)
-            np.minimum.at(kmin, flat, np.where(any_row, lo, _BIG).ravel())
+            np.minimum.at(kmin, flat, np.where(any_row, lo, BIG).ravel())
             np.maximum.at(kmax, flat, np.where(any_row, hi, -1).ravel())
             per += per_row.sum(axis=1)
         out[s:s + chunk] = per
@@ -468,15 +254,11 @@ def _partial_cells(split, inputs: dict, bm: BlockMask, tiles, cells: np.ndarray,
     nb = len(starts)
     band_len = np.diff(np.append(starts, q_len))
     band_count = np.zeros(nb, np.int64)
-    band_kmin = np.full(nb, _BIG, np.int64)
+    band_kmin = np.full(nb, BIG, np.int64)
     band_kmax = np.full(nb, -1, np.int64)
     per_tile = np.zeros(n, np.int64)
     evaluated = 0
-    ends = np.cumsum(cells)
-    a = 0
-    while a < n:                                  # tiles [a, b) hold about _CELL_SLICE cells
-        b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + _CELL_SLICE, side="right")))
-        b = min(b, n)
+    for a, b in cell_slices(cells):               # tiles [a, b) hold about CELL_SLICE cells
         t, q0, q1, k0, k1 = chunk_cells(q_start + r0[a:b], q_start + r1[a:b], c0[a:b], c1[a:b], g)
         val = np.broadcast_to(np.asarray(evaluate_points(group, q0, k0, inputs, q_start), bool), q0.shape)
         on = val.copy() if op is not And else np.zeros(len(val), bool)     # cells all allowed
@@ -500,7 +282,6 @@ def _partial_cells(split, inputs: dict, bm: BlockMask, tiles, cells: np.ndarray,
             band_count += np.bincount(band, weights=w, minlength=nb).astype(np.int64)
             np.minimum.at(band_kmin, band, k0)
             np.maximum.at(band_kmax, band, k1)
-        a = b
     count += np.repeat(band_count, band_len)
     np.minimum(kmin, np.repeat(band_kmin, band_len), out=kmin)
     np.maximum(kmax, np.repeat(band_kmax, band_len), out=kmax)
@@ -526,8 +307,7 @@ def tile_grid(pattern, q_len: int, kv_len: int, *, block_q: int, block_k: int, b
     n_partial = int(pptr[-1] - pptr[0])
     if n_partial * block_q * block_k > count_budget:
         return kinds, None, bm.q_start
-    rows_in = np.minimum(block_q, q_len - np.arange(bm.num_q_blocks, dtype=np.int64) * block_q)
-    cols_in = np.minimum(block_k, kv_len - np.arange(bm.num_k_blocks, dtype=np.int64) * block_k)
+    rows_in, cols_in = _block_sizes(bm)
     counts = np.where(kinds == 2, rows_in[:, None] * cols_in[None, :], 0).astype(np.int64)
     if n_partial:
         ir, ins = sources[v]
@@ -589,7 +369,7 @@ def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, b
 
     field_, note, extra = _receptive(pattern, bm, scans, layers, heads=heads, batch=batch, block_q=block_q,
                               block_k=block_k, inputs=inputs)
-    params = ", ".join(f"{k}={_describe(v)}" for k, v in pattern.params.items())
+    params = ", ".join(f"{k}={format_value(v)}" for k, v in pattern.params.items())
     return Analysis(
         pattern=f"{pattern.name}({params})", canonical=pattern.canonical.text, key=pattern.canonical.key,
         q_len=q_len, kv_len=kv_len, q_start=q_start, heads=heads, batch=batch, block_q=block_q,
@@ -602,17 +382,7 @@ def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, b
     )
 
 
-def _describe(v) -> str:
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, frozenset):
-        return "{" + ", ".join(map(str, sorted(v))) + "}"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(map(str, v)) + "]"
-    return str(v)
-
-
-def _receptive(pattern, bm: BlockMask, scans: list[_Rows], layers: int, *, heads: int, batch: int,
+def _receptive(pattern, bm: BlockMask, scans: list[_RowFacts], layers: int, *, heads: int, batch: int,
                block_q: int, block_k: int, inputs: dict) -> tuple[int | None, str, int]:
     """The receptive field of the last query, the largest over batch elements (heads are merged: a layer's
     output at a position mixes every head)."""

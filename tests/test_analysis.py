@@ -20,6 +20,7 @@ import attnpat
 from attnpat import EmptyPatternError
 from attnpat.compiler import analysis
 from attnpat.compiler.analysis import analyze, causal_pairs, receptive_field
+from attnpat.compiler.lower import cells as lower_cells
 from attnpat.compiler.lower import chunk_split
 from strategies import chunk_patterns
 
@@ -325,7 +326,7 @@ def test_cells_count_in_slices(monkeypatch):
         points = analyze(p, 150, 170, block_q=32, block_k=16, layers=2)
     assert _without_cost(points) == _without_cost(whole) and 0 < whole.evaluated < points.evaluated
     for cells, elements in ((1, 1 << 22), (5, 7), (37, 100)):
-        monkeypatch.setattr(analysis, "_CELL_SLICE", cells)
+        monkeypatch.setattr(lower_cells, "CELL_SLICE", cells)   # the lowering's and the analysis's slices
         monkeypatch.setattr(analysis, "_CHUNK_ELEMENTS", elements)
         assert analyze(p, 150, 170, block_q=32, block_k=16, layers=2) == whole
     assert whole.allowed == int(p.dense_mask(150, 170).sum())

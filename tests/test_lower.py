@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import attnpat
 from attnpat import EmptyPatternError
 from attnpat.compiler.ir import And, Lin, Mod, Or
-from attnpat.compiler.lower import TileKind, _cell_sizes
+from attnpat.compiler.lower import TileKind
+from attnpat.compiler.lower.cells import cell_sizes
 from strategies import cases, chunk_patterns
 
 
@@ -160,11 +161,11 @@ def test_to_dense_layout_and_bad_block_sizes():
 def _exact_without_points(ir) -> bool:
     """Whether the lowering must decide every tile of `ir` without evaluating points: the IR is constant on
     chunk cells, or an and/or of such conditions with one linear or modular atom exact on any rectangle."""
-    if _cell_sizes(ir) is not None:
+    if cell_sizes(ir) is not None:
         return True
     if not isinstance(ir, (And, Or)):
         return False
-    others = [a for a in ir.args if _cell_sizes(a) is None]
+    others = [a for a in ir.args if cell_sizes(a) is None]
     return len(others) == 1 and isinstance(others[0], (Lin, Mod)) and abs(others[0].cq) <= 1 \
         and abs(others[0].ck) <= 1
 
