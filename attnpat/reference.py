@@ -2,18 +2,24 @@
 
 It evaluates a checked pattern expression directly with torch broadcasting over a [B, H, Q, K] grid --
 deliberately simple and independent of the simplifier, the block masks and the kernels.
+
+torch is imported inside the functions that use it, so that importing attnpat (and the command line's
+check / show / explain / list) does not pay for it: `prepare_inputs` needs it only when the pattern has
+runtime inputs.
 """
 
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .compiler import nodes as N
 from .compiler.check import CheckedPattern
 from .compiler.hashing import hash32
 from .errors import ArgumentError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions", "check_sizes"]
 
@@ -30,14 +36,18 @@ def query_positions(q_len: int, kv_len: int, q_offset: int | None) -> int:
     return kv_len - q_len if q_offset is None else int(q_offset)
 
 
-def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
-                   inputs: dict[str, object]) -> dict[str, torch.Tensor]:
+def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int, inputs: dict[str, object],
+                   how: Callable[[str, str, int], str] | None = None) -> dict[str, torch.Tensor]:
     """Validate runtime inputs against the pattern's declarations; return int64 CPU [B', L] tensors.
 
     An int[k] input has one value per key position (length kv_len); an int[q] input one per query row
-    (length q_len). Either may be 1-D (shared by the batch) or [batch, length].
+    (length q_len). Either may be 1-D (shared by the batch) or [batch, length]. `how(name, axis, length)`,
+    when given, is added to a missing input's error: how to pass it (the command line's --input syntax).
     """
     declared = {d.name: d for d in checked.inputs}
+    if not declared and not inputs:
+        return {}
+    import torch
     inputs = {n: v for n, v in inputs.items() if n not in checked.unused_inputs}
     unknown = sorted(set(inputs) - set(declared))
     if unknown:
@@ -46,8 +56,10 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
     out = {}
     for name, decl in declared.items():
         if name not in inputs or inputs[name] is None:
+            length = kv_len if decl.axis == "k" else q_len
             raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
-                             f"(int[{decl.axis}]: one integer per {'key' if decl.axis == 'k' else 'query'})")
+                             f"(int[{decl.axis}]: one integer per {'key' if decl.axis == 'k' else 'query'})"
+                             + (how(name, decl.axis, length) if how else ""))
         value = inputs[name]
         if not isinstance(value, torch.Tensor):
             try:
@@ -60,18 +72,20 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
         if value.dtype.is_floating_point or value.dtype.is_complex:
             raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {value.dtype}")
         length = kv_len if decl.axis == "k" else q_len
+        shape = list(value.shape)
         if value.dim() == 1:
             value = value.unsqueeze(0)
         if value.dim() != 2 or value.shape[-1] != length or value.shape[0] not in (1, batch):
             raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
                              f"(int[{decl.axis}] with {'kv_len' if decl.axis == 'k' else 'q_len'} = {length}), "
-                             f"got {list(inputs[name].shape) if hasattr(inputs[name], 'shape') else value.shape}")
+                             f"got {shape}")
         out[name] = value.to(device="cpu", dtype=torch.int64)
     return out
 
 
 class _Grid:
     def __init__(self, checked, q_len, kv_len, batch, heads, q_offset, inputs):
+        import torch
         q0 = query_positions(q_len, kv_len, q_offset)
         self.checked = checked
         self.q_row = torch.arange(q_len).view(1, 1, q_len, 1)
@@ -89,19 +103,23 @@ class _Grid:
         return getattr(self, "v_" + type(e).__name__)(e)
 
     def v_Num(self, e):
+        import torch
         return torch.tensor(e.value, dtype=torch.int64)
 
     def v_BoolLit(self, e):
+        import torch
         return torch.tensor(e.value)
 
     def v_Name(self, e):
         return self.vars[e.id]
 
     def v_Unary(self, e):
+        import torch
         x = self.eval(e.operand)
         return torch.logical_not(x) if e.op == "not" else -x
 
     def v_BinOp(self, e):
+        import torch
         a, b = self.eval(e.left), self.eval(e.right)
         if e.op == "+":
             return a + b
@@ -121,6 +139,7 @@ class _Grid:
         return out
 
     def v_Compare(self, e):
+        import torch
         left = self.eval(e.left)
         result = None
         for op, comp in zip(e.ops, e.comparators):
@@ -137,6 +156,7 @@ class _Grid:
         return result
 
     def _member(self, x, container):
+        import torch
         if isinstance(container, N.Call) and container.func == "range":
             start, stop, step = (a.value for a in container.args)
             inside = (x >= start) & (x < stop) if step > 0 else (x <= start) & (x > stop)
@@ -145,6 +165,7 @@ class _Grid:
         return torch.isin(x, values)
 
     def v_Call(self, e):
+        import torch
         args = [self.eval(a) for a in e.args]
         if e.func == "abs":
             return torch.abs(args[0])
@@ -158,6 +179,7 @@ class _Grid:
         raise AssertionError(f"unchecked call {e.func}")  # the checker admits no other call
 
     def v_Subscript(self, e):
+        import torch
         if isinstance(e.value, N.ListLit):
             values = torch.tensor([v.value for v in e.value.elts], dtype=torch.int64)
             idx = self.eval(e.index)
@@ -185,6 +207,7 @@ class _Grid:
 def evaluate_dense(checked: CheckedPattern, q_len: int, kv_len: int, *, batch: int = 1, heads: int = 1,
                    q_offset: int | None = None, inputs: dict[str, object] | None = None) -> torch.Tensor:
     """Evaluate the checked mask on every (b, h, q, k): a bool tensor [batch, heads, q_len, kv_len]."""
+    import torch
     check_sizes(q_len=q_len, kv_len=kv_len, batch=batch, heads=heads)
     tensors = prepare_inputs(checked, q_len, kv_len, batch, dict(inputs or {}))
     grid = _Grid(checked, q_len, kv_len, batch, heads, q_offset, tensors)
@@ -207,6 +230,8 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     Returns:
         float64 output [B, Hq, N, Dv]; a query with no allowed key gets 0.
     """
+    import torch
+
     from .runtime.checks import check_qkv
     B, Hq, Nq, D, Hkv, M = check_qkv(q, k, v, require_same_dtype=False)
     mask = pattern.dense_mask(Nq, M, batch=B, heads=Hq, q_offset=q_offset, **inputs).to(q.device)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .compiler.values import format_value
+
 __all__ = ["verify", "VerifyResult", "FUDGE", "FLOOR", "eager_attention"]
 
 FUDGE = 4.0
@@ -96,18 +98,22 @@ def check_case(pattern, case: dict, *, backward: bool, device: str = "cpu") -> s
     return None
 
 
+def _python_value(value: object) -> str:
+    """A parameter value as Python source for attnpat.load (sets and lists as Python literals)."""
+    return "set()" if value == frozenset() else format_value(value)
+
+
 def _snippet(spec: str, params: dict, case: dict, backward: bool) -> str:
-    from .cli import describe_value
-    args = "".join(f", {k}={describe_value(v) if not isinstance(v, (frozenset, tuple)) else repr(set(v) if isinstance(v, frozenset) else list(v))}"
-                   for k, v in params.items())
-    inputs = "".join(f", {n}=torch.tensor({rows if len(rows) > 1 else rows[0]})" for n, rows in case["inputs"].items())
+    args = "".join(f", {k}={_python_value(v)}" for k, v in params.items())
+    inputs = "".join(f", {n}=torch.tensor({rows if len(rows) > 1 else rows[0]})"
+                     for n, rows in case["inputs"].items())
     lines = [
         "import math, torch, attnpat",
         f"pattern = attnpat.load({spec!r}{args})",
         f"g = torch.Generator().manual_seed({case['seed']})",
-        f"q = torch.randn({case['batch']}, {case['heads']}, {case['q_len']}, {case['head_dim']}, generator=g).to(torch.{case['dtype']})",
-        f"k = torch.randn({case['batch']}, {case['kv_heads']}, {case['kv_len']}, {case['head_dim']}, generator=g).to(torch.{case['dtype']})",
-        f"v = torch.randn({case['batch']}, {case['kv_heads']}, {case['kv_len']}, {case['head_dim']}, generator=g).to(torch.{case['dtype']})",
+        *(f"{x} = torch.randn({case['batch']}, {case[heads]}, {case[length]}, {case['head_dim']}, generator=g)"
+          f".to(torch.{case['dtype']})"
+          for x, heads, length in (("q", "heads", "q_len"), ("k", "kv_heads", "kv_len"), ("v", "kv_heads", "kv_len"))),
         f"kernel = attnpat.compile(pattern, block_m={case['block_m']}, block_n={case['block_n']})",
     ]
     if backward:

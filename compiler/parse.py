@@ -59,7 +59,7 @@ class _BadDedent(Exception):
 def _parser() -> Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
     return Lark(grammar, parser="lalr", postlex=_Indenter(), propagate_positions=True,
-                maybe_placeholders=True)
+                maybe_placeholders=True, start=["start", "expr_line"])
 
 
 _READABLE = {
@@ -229,6 +229,9 @@ class _ToAST(Transformer):
     @v_args(meta=True)
     def start(self, meta, children):
         return N.Module(tuple(children), self._span(meta))
+
+    def expr_line(self, children):
+        return children[0]
 
     @v_args(meta=True)
     def pattern(self, meta, children):
@@ -404,38 +407,12 @@ def parse_module(text: str, name: str = "<string>") -> N.Module:
     return _transform(_tree(text, source), source)
 
 
-def parse_expr(text: str, name: str = "<expr>") -> N.Expr:
-    """Parse a single expression (used for `--set name=value` on the command line)."""
-    wrapped = f"pattern _p():\n    mask {text.strip()}\n"
+def parse_expr(text: str, name: str = "<expr>", *, offset: int = 0) -> N.Expr:
+    """Parse one expression, text[offset:] (e.g. the VALUE of `--set NAME=VALUE`), with spans into `text`."""
     source = Source(name, text)
-    if "\n" in text.strip():
+    if "\n" in text[offset:].strip():
         raise PatternSyntaxError("expected a single-line expression", _end_span(source))
-    # The expression starts on line `line` of the user's text; column c of the wrapper's line 2 is
-    # column c - shift there.
-    start = len(text) - len(text.lstrip())
-    line = text.count("\n", 0, start) + 1
-    shift = len("    mask ") - (start - (text.rfind("\n", 0, start) + 1))
-    try:
-        module = _transform(_tree(wrapped, Source(name, wrapped)), Source(name, wrapped))
-    except PatternSyntaxError as exc:
-        # Re-point the error at the user's text instead of the wrapper.
-        if exc.span is not None and exc.span.line == 2:
-            width = exc.span.end_column - exc.span.column if exc.span.end_line == 2 else 1
-            span = _span_at(source, line, max(exc.span.column - shift, 1), width)
-        else:
-            span = _end_span(source)
-        raise PatternSyntaxError(exc.message, span, exc.notes) from None
-    return _respan(module.patterns[0].body[0].expr, source, line, shift)
-
-
-def _respan(node, source: Source, line: int, shift: int):
-    """Copy an expression parsed inside parse_expr's wrapper, its spans moved onto the user's text."""
-    if isinstance(node, tuple):
-        return tuple(_respan(x, source, line, shift) for x in node)
-    if not hasattr(node, "__dataclass_fields__"):
-        return node
-    fields = {f: _respan(getattr(node, f), source, line, shift)
-              for f in node.__dataclass_fields__ if f != "span"}
-    s = node.span
-    span = None if s is None else Span(source, line, s.column - shift, line, s.end_column - shift)
-    return type(node)(**fields, span=span)
+    # The characters before `offset` are blanked rather than cut, so lark's lines and columns are those of
+    # `text` and every span and error points into what the user wrote.
+    blanked = "".join(c if c == "\n" else " " for c in text[:offset]) + text[offset:]
+    return _transform(_tree(blanked, source, start="expr_line"), source)

@@ -10,9 +10,9 @@ import zlib
 import pytest
 
 import attnpat
-from attnpat import ParameterError, PatternSyntaxError
-from attnpat.cli import constant_value, describe_value, main, parse_input, parse_set
-from attnpat.compiler.parse import parse_expr
+from attnpat import PatternSyntaxError
+from attnpat.cli import main, parse_input, parse_set
+from attnpat.compiler.parse import parse_expr, parse_module
 from attnpat import draw
 
 WINDOW = """\
@@ -212,7 +212,7 @@ def test_show_input_errors(capsys, attn):
     assert status == 1
     assert "needs runtime input 'doc'" in err and "--input doc=" in err
     status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 6, "--input", "doc=0,1")
-    assert status == 1 and "--input doc has 2 values" in err and "6 values" in err
+    assert status == 1 and "runtime input 'doc' must have shape [6] or [1, 6] (int[k] with kv_len = 6), got [2]" in err
     status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 6, "--input", "doc=0,x,1")
     assert status == 1 and "'x' is not an integer" in err
     status, _, err = run(capsys, "show", f"{path}:docs", "--kv-len", 2, "--input", "doc=0,0", "--input", "foo=1")
@@ -226,14 +226,14 @@ def test_show_set_errors(capsys, attn):
     path = attn(WINDOW)
     cases = {
         "ww=4": "--set:1:1: error: pattern 'window' has no parameter 'ww' (did you mean 'w'?)",
-        "w=q": "--set:1:3: error: 'q' is not a constant",
-        "w={1, 2}": "--set:1:3: error: parameter 'w' of pattern 'window' is int, got set {1, 2}",
-        "w=True": "is int, got bool True",
+        "w=q": "--set:1:3: error: the default of 'w' must be a constant",
+        "w={1, 2}": "--set:1:3: error: the default of 'w' is set, but it is declared int",
+        "w=True": "--set:1:3: error: the default of 'w' is bool, but it is declared int",
         "w=3 +": "--set:1:",
         "w=": "needs a value",
         "w": "--set expects NAME=VALUE",
-        "w=k < 3": "is not a constant value",
-        "w=4 // 0": "division by zero",
+        "w=k < 3": "--set:1:3: error: the default of 'w' must be a constant",
+        "w=4 // 0": "--set:1:8: error: division by zero",
     }
     for text, expected in cases.items():
         status, out, err = run(capsys, "show", f"{path}:window", "--set", text)
@@ -337,38 +337,56 @@ def test_python_dash_m(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{path}: ok (1 pattern)\n"
+    proc = subprocess.run([sys.executable, "-m", "attnpat.cli", "check", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == f"{path}: ok (1 pattern)\n", proc.stderr
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, value", [
-    ("8", 8), ("-3", -3), ("2 * 64", 128), ("7 // 2", 3), ("-7 % 3", 2), ("True", True), ("False", False),
-    ("{0, 1}", frozenset({0, 1})), ("{}", frozenset()), ("[1, 2, 2]", (1, 2, 2)), ("range(4)", range(4)),
-    ("range(0, 8, 2)", range(0, 8, 2)), ("not True", False),
+VALUES = "pattern p(i: int = 0, t: bool = False, s: set = {7}, l: list = [7]):\n    mask True\n"
+
+
+def _set_value(text: str, param: str):
+    """The value `--set PARAM=TEXT` binds, by the checker's rules for a default."""
+    from attnpat.cli.arguments import bind, parse_sets
+    module = parse_module(VALUES)
+    module, definition = bind(module, module.patterns[0], parse_sets([f"{param}={text}"]))
+    return attnpat.Pattern(module, "p").params[param]
+
+
+@pytest.mark.parametrize("text, param, value", [
+    ("8", "i", 8), ("-3", "i", -3), ("2 * 64", "i", 128), ("7 // 2", "i", 3), ("-7 % 3", "i", 2),
+    ("max(1, 2)", "i", 2), ("True", "t", True), ("False", "t", False), ("not True", "t", False),
+    ("1 < 2", "t", True), ("{0, 1}", "s", frozenset({0, 1})), ("{}", "s", frozenset()),
+    ("[1, 2, 2]", "l", (1, 2, 2)), ("range(4)", "s", frozenset(range(4))),
+    ("range(0, 8, 2)", "s", frozenset({0, 2, 4, 6})),
 ])
-def test_constant_value(text, value):
-    got = constant_value(parse_expr(text))
+def test_set_values(text, param, value):
+    got = _set_value(text, param)
     assert got == value and type(got) is type(value)
 
 
-@pytest.mark.parametrize("text", ["q", "k - 1", "max(1, 2)", "1 < 2", "{q}", "[True]", "range(0, 4, 0)",
-                                  "True + 1", "doc[k]"])
-def test_constant_value_rejects(text):
-    with pytest.raises(ParameterError):
-        constant_value(parse_expr(text))
+@pytest.mark.parametrize("text", ["q", "k - 1", "1 < 2", "{q}", "[True]", "range(0, 4, 0)", "True + 1",
+                                  "doc[k]", "{1}"])
+def test_set_values_rejected(text):
+    with pytest.raises(attnpat.PatternError) as info:
+        _set_value(text, "i")
+    assert info.value.span is not None and info.value.span.source.name == "--set"
+    assert info.value.span.column >= 3      # inside the value, after "i="
 
 
 def test_parse_set_and_input():
     s = parse_set(" window = 2 * 4 ")
-    assert (s.name, s.value) == ("window", 8)
-    with pytest.raises(PatternSyntaxError):
+    assert s.name == "window" and s.expr == parse_expr("2 * 4")
+    assert (s.name_span.column, s.expr.span.column, s.expr.span.end_column) == (2, 11, 16)
+    with pytest.raises(PatternSyntaxError) as info:
         parse_set("window=(1")
+    assert str(info.value).startswith("--set:1:8: error: '(' was never closed")
     assert parse_input("doc=0x2,1,-1x2") == ("doc", [[0, 0, 1, -1, -1]])
     assert parse_input("doc=0,1/1,1") == ("doc", [[0, 1], [1, 1]])
     with pytest.raises(attnpat.InputError):
         parse_input("doc=0,1/1")
-    assert describe_value(frozenset({2, 1})) == "{1, 2}"
-    assert describe_value(range(0, 8, 2)) == "range(0, 8, 2)"
 
 
 def test_png_bytes_decode():
@@ -505,6 +523,17 @@ def test_compile_emit(capsys, attn):
     names = _code_names(out)
     assert not names & {"secret_ids", "other_flag", "my_window", "my_pattern"}
     assert {"In0", "In1"} <= names and "In2" not in names
+
+
+def test_compile_emit_backward(capsys):
+    from attnpat.runtime.autograd import bwd_source
+    status, out, err = run(capsys, "compile", "sliding_window", "--set", "window=8", "--emit", "--backward")
+    assert status == 0, err
+    compile(out, "<emitted>", "exec")
+    assert out.rstrip("\n") == bwd_source(attnpat.compile(attnpat.load("sliding_window", window=8))).rstrip("\n")
+    assert "@triton.jit" in out and "def attn_fwd(" not in out
+    status, out, err = run(capsys, "compile", "sliding_window", "--backward")
+    assert status == 1 and out == "" and "use it with --emit" in err
 
 
 def test_compile_plan(capsys, attn, tmp_path, monkeypatch):

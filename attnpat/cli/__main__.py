@@ -1,0 +1,5 @@
+"""`python -m attnpat.cli ...` runs the command line."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""`attnpat explain`: what a pattern costs and sees at one shape."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import InputError
+from .arguments import INPUT_HELP, Command, add_spec_arguments, collect_inputs, integer, pattern_from_args, positive
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    add_spec_arguments(p)
+    p.add_argument("--q-len", type=positive, metavar="N", required=True, help="queries (rows)")
+    p.add_argument("--kv-len", type=positive, metavar="M", help="keys (columns); default: q_len")
+    p.add_argument("--q-offset", type=integer, metavar="N",
+                   help="absolute position of query row 0 (default: kv_len - q_len, i.e. bottom-right aligned)")
+    for flag, default, metavar, text in (
+            ("--layers", 1, "L", "stacked layers for the receptive field (default 1)"),
+            ("--heads", 1, "H", "heads (counts are summed over heads; per-head patterns differ per head; default 1)"),
+            ("--batch", None, "B", "batch size (default: the rows of the runtime inputs, or 1)"),
+            ("--head-dim", 128, "D", "head dimension for the FLOP counts (4 * D per computed pair; default 128)"),
+            ("--block-q", 128, "BQ", "query rows per tile (default 128, the forward kernel's)"),
+            ("--block-k", 64, "BK", "keys per tile (default 64, the forward kernel's)")):
+        p.add_argument(flag, type=positive, default=default, metavar=metavar, help=text)
+    p.add_argument("--input", action="append", metavar="NAME=V1,V2,...", default=[], help=INPUT_HELP)
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from ..compiler.analysis import analyze
+
+    pattern = pattern_from_args(args)
+    q_len = args.q_len
+    kv_len = args.kv_len or q_len
+    inputs, input_batch = collect_inputs(pattern, args.input, q_len, kv_len)
+    batch = args.batch or input_batch
+    if input_batch > 1 and batch != input_batch:
+        raise InputError(f"--batch {batch} does not match the runtime inputs, which have {input_batch} rows "
+                         f"(batch elements)")
+    pattern.canonical   # simplify first (sympy, once per pattern): the time below is the analysis's own
+    start = time.perf_counter()
+    a = analyze(pattern, q_len, kv_len, heads=args.heads, batch=batch, q_offset=args.q_offset,
+                layers=args.layers, block_q=args.block_q, block_k=args.block_k, head_dim=args.head_dim,
+                **inputs)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(a.to_dict(), indent=2))
+        return 0
+    print(a.report())
+    for text in args.input:
+        print(f"  input {text.strip()}")
+    print(f"(analysed in {elapsed:.2f} s; {a.evaluated:,} points evaluated one by one, inside partial tiles)")
+    return 0
+
+
+COMMAND = Command("explain", "what a pattern costs and sees at one shape: density, tiles, FLOPs, look-back, "
+                             "empty rows, receptive field", _configure, _run)

@@ -1,0 +1,119 @@
+"""`attnpat list`: library patterns (or a file's) with their parameters and a one-line summary."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..compiler import nodes as N
+from ..compiler.unparse import unparse_expr
+from ..library import library_names, locate, module_name, resolve_library, split_spec
+from .arguments import Command
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="list the patterns of these files (default: the library)")
+
+
+def _comment_block_above(lines: list[str], index: int) -> list[str]:
+    """The comment lines just above line `index` (0-based), skipping blank lines between them and it."""
+    i = index - 1
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    block = []
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        block.append(lines[i].lstrip()[1:].strip())
+        i -= 1
+    return block[::-1]
+
+
+def _leading_comment(lines: list[str]) -> list[str]:
+    """The comment lines at the top of a file."""
+    block = []
+    for line in lines:
+        if line.lstrip().startswith("#"):
+            block.append(line.lstrip()[1:].strip())
+        elif line.strip() or block:
+            break
+    return block
+
+
+def _first_paragraph(block: list[str]) -> str:
+    words = []
+    for line in block:
+        if not line:
+            if words:
+                break
+            continue
+        words.append(line)
+    return " ".join(words)
+
+
+def _shorten(text: str, limit: int = 110) -> str:
+    m = re.search(r"(\.|;)(\s+[A-Z(]|\s*$)", text)    # the first sentence ("e.g. x" does not end one)
+    if m:
+        text = text[:m.start() + 1].rstrip(";")
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + "..."
+
+
+def summary(definition: N.PatternDef) -> str:
+    """A one-line description of a pattern, from the comments of its file.
+
+    Uses, in order: the pattern's entry in a "Patterns:" list of the file's header comment, the comment
+    directly above the pattern (unless it is an "Example:"), or the file's first comment paragraph.
+    A leading "name -- " is dropped.
+    """
+    if definition.span is None:
+        return ""
+    lines = definition.span.source.text.splitlines()
+    header = _leading_comment(lines)
+    for entry in header:
+        m = re.match(rf"{re.escape(definition.name)}\([^)]*\)\s+(.+)", entry)
+        if m:
+            return _shorten(m.group(1))
+    above = _comment_block_above(lines, definition.span.line - 1)
+    text = _first_paragraph(above)
+    if not text or text.lower().startswith("example"):
+        text = _first_paragraph(header)
+    text = re.sub(r"^[\w.]+\s+--\s+", "", text)
+    return _shorten(text)
+
+
+def _signature(p: N.PatternDef) -> str:
+    params = ", ".join(f"{x.name}: {x.type}" + ("" if x.default is None else f" = {unparse_expr(x.default)}")
+                       for x in p.params)
+    return f"{p.name}({params})"
+
+
+def _entries(files: list[str]) -> list[tuple[N.PatternDef, str]]:
+    if not files:
+        out = []
+        for name in library_names():
+            module, d = resolve_library(name)
+            out.append((d, module_name(module)))
+        return out
+    out = []
+    for f in files:
+        module, _ = locate(split_spec(f)[0])
+        out.extend((d, module_name(module)) for d in module.patterns)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    for d, where in _entries(args.files):
+        inputs = [s for s in d.body if isinstance(s, N.InputDecl)]
+        line = _signature(d)
+        if inputs:
+            line += "  input " + ", ".join(f"{s.name}: int[{s.axis}]" for s in inputs)
+        print(f"{line}  [{where}]")
+        text = summary(d)
+        if text:
+            print(f"    {text}")
+    return 0
+
+
+COMMAND = Command("list", "list library patterns (or a file's) with their parameters and a summary", _configure, _run)
