@@ -2,12 +2,12 @@
 
     stage      from                         to               where
     parse      text                         Module (AST)     compiler/parse.py
-    check      Module, name, parameters     CheckedPattern   compiler/check.py
-    simplify   CheckedPattern               Canonical        compiler/simplify.py
-    plan       Canonical                    KernelPlan       compiler/codegen
-    codegen    Compiled                     kernel source    compiler/codegen (forward, backward)
+    check      Module, name, parameters     CheckedPattern   compiler/check.py, check_expr.py
+    simplify   CheckedPattern               Canonical        compiler/simplify/
+    plan       Canonical                    KernelPlan       compiler/codegen/plan.py
+    codegen    Compiled                     kernel source    compiler/codegen/ (forward, backward)
     -- runtime --
-    lower      Compiled + shape + inputs    BlockMask        compiler/lower (tables for the table plan)
+    lower      Compiled + shape + inputs    BlockMask        compiler/lower/ (tables for the table plan)
     cache      kernel source                imported module  runtime/cache.py
     launch     module + tensors             output           runtime/kernel.py, runtime/autograd.py
 
@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 from . import nodes as N
 from .check import CheckedPattern, Resolver, check_pattern
-from .codegen import KernelPlan, generate, plan
-from .codegen_bwd import generate_bwd
+from .codegen import KernelPlan, generate, generate_bwd, plan
 from .parse import parse_module
 from .simplify import Canonical, simplify
 

@@ -8,7 +8,8 @@ mode is on and q, k or v requires grad, so a pattern kernel is a drop-in for
 * The forward runs the pattern's forward kernel with the log-sum-exp written and saves q, k, v, out, lse.
 * The backward computes ``delta = rowsum(dO * O)`` with torch, converts the natural-log LSE to base 2 (rows
   with no allowed key get +inf, so their recomputed probabilities are exactly 0 and their gradients 0), and
-  launches the generated ``attn_bwd_dkdv`` and ``attn_bwd_dq`` kernels (compiler/codegen_bwd.py).
+  launches the generated ``attn_bwd_dkdv`` and ``attn_bwd_dq`` kernels (compiler/codegen/backward.py), their
+  arguments bound by name to the signatures of compiler/codegen/signature.py.
 * Runtime inputs (document ids, ...) get no gradient. With ``return_lse=True`` the LSE is returned but is
   non-differentiable (``mark_non_differentiable``): gradients flow through the output only.
 * Deterministic: no atomics; with GQA / MQA each dK/dV program sums its group's query heads in a fixed order.
@@ -23,15 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..compiler.codegen_bwd import generate_bwd
+from ..compiler import pipeline
+from ..compiler.codegen import signature
 from ..reference import prepare_inputs, query_positions
 from . import cache
 from .backend import interpreting, target_name
+from .launch import LOG2E, aot_request, dot_precision, input_args, pow2
 
 __all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "attention_backward", "bwd_module",
            "bwd_source", "bwd_aot_requests"]
-
-LOG2E = 1.4426950408889634
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +109,12 @@ def base_bwd_config(head_dim: int, dtype: torch.dtype, arch: int | None = None) 
     return _OVERRIDE[-1] if _OVERRIDE else default_bwd_config(head_dim, dtype, arch)
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(4, (n - 1).bit_length())
-
-
 # -- the generated module ---------------------------------------------------------------------------
 
 
 def bwd_source(kernel) -> str:
     """The generated backward Triton module of a Kernel."""
-    return generate_bwd(kernel.canonical, kernel.plan)
+    return pipeline.backward_source(kernel.compiled)
 
 
 def _entry_key(kernel, target: str) -> str:
@@ -153,44 +150,27 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
     delta = (do.float() * out.float()).sum(-1).contiguous()                      # [B, Hq, N]
     lse2 = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse * LOG2E).contiguous()
     tensors = prepare_inputs(kernel.pattern.checked, N, M, B, inputs)
-    in_args = []
-    for name, _axis in kernel.plan.inputs:
-        t = tensors[name].to(device=device, dtype=torch.int32).contiguous()
-        in_args += [t, 0 if t.shape[0] == 1 else t.stride(0)]
     arch = None
     if device.type == "cuda" and not interpreting():
         major, minor = torch.cuda.get_device_capability(device)
         arch = 10 * major + minor
     cfg = kernel.bwd_config(D, q.dtype, arch)
     module = bwd_module(kernel, device)
-    q_start = query_positions(N, M, q_offset)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    consts = dict(HEAD_DIM=D, HEAD_DIM_P=_pow2(D), DOT_PRECISION=precision)
-    if dk is not None:
-        c = cfg.dkdv
-        variant, pp, pi, fp, fi, nkb = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
-                                                     transposed=True)
-        grid = (-(-M // c.block_n), B * Hkv)
-        module.attn_bwd_dkdv[grid](
-            q, k, v, do, lse2, delta, dk, dv,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-            variant, pp, pi, fp, fi, *in_args,
-            Hq, Hkv, Hq // Hkv, N, M, q_start, nkb, scale * LOG2E, scale,
-            BLOCK_M=c.block_m, BLOCK_N=c.block_n, EVEN_N=(M % c.block_n == 0), **consts,
-            num_warps=c.num_warps, num_stages=c.num_stages,
-        )
-    if dq is not None:
-        c = cfg.dq
-        variant, pp, pi, fp, fi, nqb = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device)
-        grid = (-(-N // c.block_m), B * Hq)
-        module.attn_bwd_dq[grid](
-            q, k, v, do, lse2, delta, dq,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-            variant, pp, pi, fp, fi, *in_args,
-            Hq, Hq // Hkv, N, M, q_start, nqb, scale * LOG2E, scale,
-            BLOCK_M=c.block_m, BLOCK_N=c.block_n, EVEN_N=(M % c.block_n == 0), **consts,
-            num_warps=c.num_warps, num_stages=c.num_stages,
-        )
+    common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta, **input_args(kernel.plan.inputs, tensors, device),
+                  H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=query_positions(N, M, q_offset),
+                  qk_scale=scale * LOG2E, sm_scale=scale, HEAD_DIM=D, HEAD_DIM_P=pow2(D),
+                  DOT_PRECISION=dot_precision(q.dtype))
+    for sig, c, grid, outputs in (
+            (signature.dkdv(kernel.plan), cfg.dkdv, (-(-M // cfg.dkdv.block_n), B * Hkv), dict(DK=dk, DV=dv)),
+            (signature.dq(kernel.plan), cfg.dq, (-(-N // cfg.dq.block_m), B * Hq), dict(DQ=dq))):
+        if any(t is None for t in outputs.values()):
+            continue   # that gradient is not needed
+        tables = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
+                               transposed=sig.kernel == "attn_bwd_dkdv")
+        extra = {"HKV": Hkv} if sig.kernel == "attn_bwd_dkdv" else {}
+        args = sig.bind(**common, **outputs, **tables, **extra, BLOCK_M=c.block_m, BLOCK_N=c.block_n,
+                        EVEN_N=(M % c.block_n == 0))
+        getattr(module, sig.kernel)[grid](**args, num_warps=c.num_warps, num_stages=c.num_stages)
     return dq, (dk if needs[1] else None), (dv if needs[2] else None)
 
 
@@ -228,9 +208,6 @@ def attention_with_grad(kernel, q, k, v, *, scale=None, return_lse=False, q_offs
 
 # -- ahead-of-time compile requests -------------------------------------------------------------------
 
-_TORCH_DT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
 def bwd_aot_requests(kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16,
                      head_dim: int = 64) -> list[dict]:
     """Requests (for attnpat.runtime.aot.compile_many) that compile the dK/dV and dQ kernels ahead of time,
@@ -242,22 +219,7 @@ def bwd_aot_requests(kernel, *, target: str = "sm_80", dtype: torch.dtype = torc
     key = _entry_key(kernel, "aot")
     cache.get_module(key, lambda: bwd_source(kernel), interpret=interpreting())   # makes sure the file exists
     path = str(cache.cache_dir() / f"k_{key[:40]}.py")
-    n_in = len(kernel.plan.inputs)
-    common_ptr = {"Q": "DT", "K": "DT", "V": "DT", "DO": "DT", "Lse": "fp32", "Delta": "fp32", "Variant": "i32",
-                  "RowPtrP": "i32", "ColIdxP": "i32", "RowPtrF": "i32", "ColIdxF": "i32"}
-    common_ptr.update({f"In{i}": "i32" for i in range(n_in)})
-    out = []
-    for name, c, extra_ptr, tensors in (("attn_bwd_dkdv", cfg.dkdv, {"DK": "DT", "DV": "DT"},
-                                         ("q", "k", "v", "do", "dk", "dv")),
-                                        ("attn_bwd_dq", cfg.dq, {"DQ": "DT"}, ("q", "k", "v", "do", "dq"))):
-        axes = {"q": "bhmd", "do": "bhmd", "dq": "bhmd"}
-        unit = {f"stride_{t}d": 1 for t in tensors}
-        divisible = [f"stride_{t}{a}" for t in tensors for a in axes.get(t, "bhnd")[:3]]
-        constexprs = {"HEAD_DIM": head_dim, "HEAD_DIM_P": _pow2(head_dim), "BLOCK_M": c.block_m,
-                      "BLOCK_N": c.block_n, "EVEN_N": False,
-                      "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32", **unit}
-        out.append({"path": path, "kernel": name, "target": target, "dtype": _TORCH_DT[dtype], "head_dim": head_dim,
-                    "block_m": c.block_m, "block_n": c.block_n, "num_warps": c.num_warps,
-                    "num_stages": c.num_stages, "constexprs": constexprs, "pointers": {**common_ptr, **extra_ptr},
-                    "floats": ["qk_scale", "sm_scale"], "divisible": divisible})
-    return out
+    return [aot_request(sig, path, target=target, dtype=dtype, head_dim=head_dim, tile=tile,
+                        constants={"HEAD_DIM": head_dim, "HEAD_DIM_P": pow2(head_dim), "BLOCK_M": tile.block_m,
+                                   "BLOCK_N": tile.block_n, "EVEN_N": False, "DOT_PRECISION": dot_precision(dtype)})
+            for sig, tile in ((signature.dkdv(kernel.plan), cfg.dkdv), (signature.dq(kernel.plan), cfg.dq))]

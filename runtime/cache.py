@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cache_dir", "entry_key", "get_module", "clear_memory", "CHECK_PREFIX"]
+__all__ = ["cache_dir", "entry_key", "generator_digest", "get_module", "clear_memory", "CHECK_PREFIX"]
 
 CHECK_PREFIX = "# attnpat-checksum: "
 _MEMORY: dict[tuple[str, bool], object] = {}
@@ -39,7 +39,7 @@ def cache_dir() -> Path:
 
 def entry_key(pattern_key: str, options: dict, target: str) -> str:
     """sha256 over the pattern key, code-changing options, versions and target."""
-    from .. import __version__
+    from .._version import __version__
     from .backend import import_triton
     triton = import_triton()
     blob = json.dumps({"pattern": pattern_key, "options": options, "attnpat": __version__,
@@ -48,16 +48,39 @@ def entry_key(pattern_key: str, options: dict, target: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_GENERATOR_SUFFIXES = (".py", ".txt", ".lark")
+
+
+def generator_digest(root=None) -> str:
+    """A digest of every file of the code generator (each .py, .txt and .lark file under `root`, default the
+    installed attnpat.compiler package, with its relative path), so a changed generator never reuses old
+    entries; raises RuntimeError if there is no such file (a broken install would otherwise hash nothing)."""
+    from importlib import resources
+    root = resources.files("attnpat.compiler") if root is None else root
+    files = sorted(_generator_files(root, ""))
+    if not files:
+        raise RuntimeError(f"attnpat: no code generator files under {root}; the installation is broken")
+    h = hashlib.sha256()
+    for rel, item in files:
+        data = item.read_bytes()
+        # path and length first: moving or splitting a file changes the digest even if the bytes do not
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def _generator_files(folder, prefix: str):
+    for item in folder.iterdir():
+        if item.is_dir():
+            if item.name != "__pycache__":
+                yield from _generator_files(item, f"{prefix}{item.name}/")
+        elif item.name.endswith(_GENERATOR_SUFFIXES):
+            yield f"{prefix}{item.name}", item
+
+
 @functools.lru_cache(maxsize=None)
 def _generator_digest() -> str:
-    """A digest of the code generator's own files, so a changed generator never reuses old entries."""
-    from importlib import resources
-    h = hashlib.sha256()
-    for name in ("codegen.py", "kernel_template.py.txt", "codegen_bwd.py", "kernel_bwd_template.py.txt"):
-        path = resources.files("attnpat.compiler").joinpath(name)
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return generator_digest()
 
 
 def _checksum(body: str) -> str:

@@ -9,23 +9,38 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 import weakref
 from dataclasses import dataclass
 
 import torch
 
-from ..compiler.codegen import KernelPlan, generate, plan
+from ..compiler import pipeline
+from ..compiler.codegen import KernelPlan, signature
 from ..errors import ArgumentError
 from ..reference import prepare_inputs, query_positions
 from . import cache
 from .backend import interpreting, target_name
 from .checks import check_qkv
+from .launch import LOG2E, aot_request as _aot_request, dot_precision, input_args, pow2
 
 __all__ = ["Kernel", "compile", "attention", "KernelConfig", "default_config"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _warned_interpreter = False
+
+
+def _caller_stacklevel() -> int:
+    """The warnings stack level of the first frame outside attnpat and torch (autograd calls us too), so a
+    warning points at the user's line, however deep the call came in."""
+    import sys
+    front, compiler = (sys.modules[name].__file__ for name in ("attnpat", "attnpat.compiler"))
+    dirs = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, front, compiler, torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(dirs):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +73,6 @@ def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     return KernelConfig(64, 32, 8, 2)   # 4 warps spilled at head dim 256
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(4, (n - 1).bit_length())
-
-
 class Kernel:
     """A pattern's attention kernel.
 
@@ -74,8 +85,9 @@ class Kernel:
     def __init__(self, pattern, /, *, block_m: int | None = None, block_n: int | None = None,
                  num_warps: int | None = None, num_stages: int | None = None, **backward: int | None):
         self._pattern = pattern
-        self.canonical = pattern.canonical
-        self.plan: KernelPlan = plan(self.canonical)
+        self.compiled: pipeline.Compiled = pattern.compiled
+        self.canonical = self.compiled.canonical
+        self.plan: KernelPlan = self.compiled.plan
         unknown = sorted(set(backward) - set(_BWD_OPTIONS))
         if unknown:
             raise ArgumentError(f"unknown option '{unknown[0]}'; the options are block_m, block_n, num_warps, "
@@ -107,8 +119,8 @@ class Kernel:
         return self.canonical.key
 
     def source(self) -> str:
-        """The generated Triton module."""
-        return generate(self.canonical, self.plan)
+        """The generated Triton module (the forward kernel)."""
+        return pipeline.forward_source(self.compiled)
 
     def config(self, head_dim: int, dtype: torch.dtype) -> KernelConfig:
         """The launch configuration used for this head dimension and dtype."""
@@ -136,14 +148,14 @@ class Kernel:
 
     def tables(self, q_len, kv_len, block_m, block_n, heads, batch, q_offset, inputs, device, *,
                transposed: bool = False):
-        """Block-mask tables on `device` as the kernels read them: (variant, partial ptr, partial idx, full ptr,
-        full idx, count) -- rows per query block (forward, dQ) or, transposed, columns per key block (dK/dV).
+        """Block-mask tables on `device` as the kernels read them, by parameter name: Variant, RowPtrP, ColIdxP,
+        RowPtrF, ColIdxF (compressed rows per query block: forward, dQ; or, transposed, per key block: dK/dV)
+        and their row count NUM_QB (NUM_KB when transposed).
 
-        Band plans need none (placeholders are returned). Masks without runtime inputs are cached per shape.
+        Band plans take none: an empty dict. Masks without runtime inputs are cached per shape.
         """
         if self.plan.mode == "band":
-            dummy = torch.zeros(2, dtype=torch.int32, device=device)
-            return dummy, dummy, dummy, dummy, dummy, 1
+            return {}
         cache_key = (q_len, kv_len, block_m, block_n, heads, batch, q_offset, str(device))
         entry = None if inputs else self._static_masks.get(cache_key)
         if entry is None:
@@ -155,11 +167,13 @@ class Kernel:
 
             def csr(ptr, idx):   # an empty index array still needs one readable element
                 return dev(ptr), dev(idx if len(idx) else ptr[:1, :1])
+            def named(count, n, partial, full):
+                return dict(zip(("Variant", "RowPtrP", "ColIdxP", "RowPtrF", "ColIdxF", count),
+                                (variant, *csr(*partial), *csr(*full), n)))
             variant = dev(bm.variant)
-            entry = ((variant, *csr(bm.partial_ptr, bm.partial_idx), *csr(bm.full_ptr, bm.full_idx),
-                      bm.num_q_blocks),
-                     (variant, *csr(bm.t_partial_ptr, bm.t_partial_idx), *csr(bm.t_full_ptr, bm.t_full_idx),
-                      bm.num_k_blocks))
+            entry = (named("NUM_QB", bm.num_q_blocks, (bm.partial_ptr, bm.partial_idx), (bm.full_ptr, bm.full_idx)),
+                     named("NUM_KB", bm.num_k_blocks, (bm.t_partial_ptr, bm.t_partial_idx),
+                           (bm.t_full_ptr, bm.t_full_idx)))
             if not inputs:
                 self._static_masks[cache_key] = entry
         return entry[1 if transposed else 0]
@@ -189,7 +203,8 @@ class Kernel:
             global _warned_interpreter
             if not _warned_interpreter:
                 warnings.warn("attnpat: kernels run under Triton's interpreter (no CUDA device, or "
-                              "TRITON_INTERPRET=1) -- slow, meant for tests", RuntimeWarning, stacklevel=2)
+                              "TRITON_INTERPRET=1) -- slow, meant for tests", RuntimeWarning,
+                              stacklevel=_caller_stacklevel())
                 _warned_interpreter = True
         elif device.type != "cuda":
             raise ArgumentError(f"tensors are on {device}, but this process compiles kernels for CUDA; move them "
@@ -197,39 +212,22 @@ class Kernel:
                                 f"the CPU")
         tensors = prepare_inputs(self.pattern.checked, N, M, B, inputs)
         cfg = self.config(D, q.dtype)
-        variant, pp, pi, fp, fi, nqb = self.tables(N, M, cfg.block_m, cfg.block_n, Hq, B, q_offset, inputs,
-                                                   device)
+        tables = self.tables(N, M, cfg.block_m, cfg.block_n, Hq, B, q_offset, inputs, device)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = torch.empty((B, Hq, N), dtype=torch.float32, device=device) if return_lse else out
-        in_args = []
-        for name, _axis in self.plan.inputs:
-            t = tensors[name].to(device=device, dtype=torch.int32).contiguous()
-            in_args += [t, 0 if t.shape[0] == 1 else t.stride(0)]
-        module = self.module(device)
-        grid = (triton_cdiv(N, cfg.block_m), B * Hq)
         if N == 0 or B * Hq == 0:
             return (out, lse) if return_lse else out
-        _launch(module, grid, q, k, v, out, lse, variant, pp, pi, fp, fi, in_args, Hq, Hkv, N, M, q_offset,
-                    nqb, scale, D, cfg, return_lse)
+        args = signature.forward(self.plan).bind(
+            Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, tensors, device),
+            H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=query_positions(N, M, q_offset),
+            qk_scale=scale * LOG2E, HEAD_DIM=D, HEAD_DIM_P=pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse, DOT_PRECISION=dot_precision(q.dtype))
+        grid = (triton_cdiv(N, cfg.block_m), B * Hq)
+        self.module(device).attn_fwd[grid](**args, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         return (out, lse) if return_lse else out
 
     def __repr__(self) -> str:
         return f"Kernel({self.pattern!r}, plan={self.plan.mode}, key={self.key})"
-
-
-def _launch(module, grid, q, k, v, out, lse, variant, pp, pi, fp, fi, in_args, Hq, Hkv, N, M, q_offset, nqb,
-            scale, D, cfg, return_lse):
-    module.attn_fwd[grid](
-        q, k, v, out, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        variant, pp, pi, fp, fi,
-        *in_args,
-        Hq, Hq // Hkv, N, M, query_positions(N, M, q_offset), nqb, scale * 1.4426950408889634,
-        HEAD_DIM=D, HEAD_DIM_P=_pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -292,31 +290,17 @@ def _spec_kernel(spec: str) -> Kernel:
     return compile(spec)
 
 
-_TORCH_DT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
 def aot_request(kernel: Kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16,
                 head_dim: int = 64) -> dict:
     """The request that compiles the forward kernel ahead of time (see attnpat.runtime.aot)."""
     cfg = kernel.config(head_dim, dtype)
     key = cache.entry_key(kernel.key, {"plan": kernel.plan.mode, "kernel": "fwd"}, "aot")
     cache.get_module(key, kernel.source, interpret=interpreting())   # makes sure the file exists
-    constexprs = {"HEAD_DIM": head_dim, "HEAD_DIM_P": _pow2(head_dim), "BLOCK_M": cfg.block_m,
-                  "BLOCK_N": cfg.block_n, "EVEN_N": False, "WRITE_LSE": True,
-                  "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32",
-                  "stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1}
-    pointers = {"Q": "DT", "K": "DT", "V": "DT", "Out": "DT", "Lse": "fp32", "Variant": "i32", "RowPtrP": "i32",
-                "ColIdxP": "i32", "RowPtrF": "i32", "ColIdxF": "i32"}
-    pointers.update({f"In{i}": "i32" for i in range(len(kernel.plan.inputs))})
-    return {"path": str(cache.cache_dir() / f"k_{key[:40]}.py"), "kernel": "attn_fwd", "target": target,
-            "dtype": _TORCH_DT[dtype], "head_dim": head_dim, "block_m": cfg.block_m, "block_n": cfg.block_n,
-            "num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "constexprs": constexprs,
-            "pointers": pointers, "floats": ["qk_scale"],
-            "divisible": [f"stride_{t}{a}" for t in "qkvo" for a in "bhmn" if f"stride_{t}{a}" in _STRIDE_NAMES]}
-
-
-_STRIDE_NAMES = {"stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
-                 "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_om"}
+    return _aot_request(signature.forward(kernel.plan), str(cache.cache_dir() / f"k_{key[:40]}.py"),
+                        target=target, dtype=dtype, head_dim=head_dim, tile=cfg,
+                        constants={"HEAD_DIM": head_dim, "HEAD_DIM_P": pow2(head_dim), "BLOCK_M": cfg.block_m,
+                                   "BLOCK_N": cfg.block_n, "EVEN_N": False, "WRITE_LSE": True,
+                                   "DOT_PRECISION": dot_precision(dtype)})
 
 
 def aot_report(kernel: Kernel, *, target: str = "sm_80", dtype: torch.dtype = torch.float16, head_dim: int = 64):

@@ -103,3 +103,57 @@ def test_four_processes_compiling_at_once_leave_one_good_entry(cache_root):
     py = [e for e in entries if e.endswith(".py")]
     assert len(py) == 1
     assert cache._read_valid(cache_root / py[0]) is not None
+
+
+def _generator_copy(tmp_path):
+    import shutil
+    from importlib import resources
+    root = tmp_path / "compiler"
+    shutil.copytree(str(resources.files("attnpat.compiler")), root,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_generator_digest_covers_every_template_and_file(tmp_path):
+    root = _generator_copy(tmp_path)
+    base = cache.generator_digest(root)
+    assert base == cache.generator_digest(root)
+    templates = sorted(root.rglob("*.py.txt"))
+    assert templates, "the code generator has templates"
+    for template in templates:   # a one-character edit of any template changes the digest
+        text = template.read_text()
+        template.write_text(text + " ")
+        assert cache.generator_digest(root) != base, template
+        template.write_text(text)
+    assert cache.generator_digest(root) == base
+    extra = root / "codegen" / "extra.py" if (root / "codegen").is_dir() else root / "extra.py"
+    extra.write_text("X = 1\n")                       # a new module
+    assert cache.generator_digest(root) != base
+    extra.unlink()
+    assert cache.generator_digest(root) == base
+    (root / "parse.py").unlink()                      # a removed module
+    removed = cache.generator_digest(root)
+    assert removed != base
+    (root / "notes.md").write_text("not code")       # files that cannot change the code do not count
+    (root / "__pycache__").mkdir(exist_ok=True)
+    (root / "__pycache__" / "x.py").write_text("")
+    assert cache.generator_digest(root) == removed
+
+
+def test_generator_digest_of_a_moved_file_differs(tmp_path):
+    root = _generator_copy(tmp_path)
+    base = cache.generator_digest(root)
+    (root / "sub").mkdir()
+    (root / "values.py").rename(root / "sub" / "values.py")
+    assert cache.generator_digest(root) != base
+
+
+def test_generator_digest_of_an_empty_tree_raises(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "README.md").write_text("")
+    with pytest.raises(RuntimeError, match="no code generator files"):
+        cache.generator_digest(tmp_path / "empty")
+
+
+def test_the_installed_generator_has_a_digest():
+    assert len(cache._generator_digest()) == 16

@@ -73,3 +73,45 @@ def test_no_stale_golden_files():
     expected = {f"{name}.{part}.py.txt" for name in CASES for part in ("fwd", "bwd")}
     present = {p.name for p in GOLDEN.glob("*.py.txt")}
     assert present == expected or UPDATE, f"stale golden files: {sorted(present - expected)}"
+
+
+# -- the signature module is the one definition of each kernel's parameters ------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_definitions_follow_the_signature_module(name):
+    import ast
+
+    from attnpat.compiler.codegen import signature
+
+    kernel = attnpat.compile(CASES[name]())
+    defs = {}
+    for text in (kernel.source(), bwd_source(kernel)):
+        defs.update({f.name: [a.arg for a in f.args.args] for f in ast.parse(text).body
+                     if isinstance(f, ast.FunctionDef)})
+    for kernel_name, make in signature.KERNELS.items():
+        sig = make(kernel.plan)
+        assert defs[kernel_name] == [p.name for p in sig.params], kernel_name
+        tables = {"Variant", "RowPtrP", "ColIdxP", "RowPtrF", "ColIdxF"} & set(defs[kernel_name])
+        assert bool(tables) == (kernel.plan.mode == "table"), kernel_name
+
+
+def test_template_placeholders_and_values_must_match():
+    from attnpat.compiler.codegen.template import fill
+
+    assert fill("a = ${x}\n    ${body}\nb", x=1, body="c\n\nd") == "a = 1\n    c\n\n    d\nb"
+    assert fill("a\n    ${body}\nb", body="") == "a\nb"   # an empty block removes its line
+    with pytest.raises(KeyError, match="no value"):
+        fill("${x} ${y}", x=1)
+    with pytest.raises(KeyError, match="no placeholder"):
+        fill("${x}", x=1, y=2)
+
+
+def test_only_the_helpers_the_predicate_calls_are_emitted():
+    sources = {name: attnpat.compile(make()).source() for name, make in CASES.items()}
+    assert "_floordiv" not in sources["causal"] and "_hash_step" not in sources["causal"]
+    assert "def _hash_step" in sources["bigbird"] and "def _floordiv" in sources["bigbird"]
+    assert "def _pymod" in sources["dilated"] and "def _hash_step" not in sources["dilated"]
+    for text in sources.values():
+        for helper in ("_floordiv", "_pymod", "_hash_step"):
+            assert (f"def {helper}(" in text) == (text.count(f"{helper}(") > 1), helper
