@@ -4,10 +4,10 @@ Write a pattern in a small text language, and attnpat checks it, simplifies it, 
 in closed form, generates a Triton kernel for it and runs it from PyTorch.
 """
 
-from .runtime.backend import choose as _choose_backend
+from .runtime.backend import choose_before_triton as _choose_before_triton
 from .runtime.backend import kernel_device
 
-_choose_backend()   # before anything else imports triton: see attnpat/runtime/backend.py
+_choose_before_triton()   # before anything imports triton: see attnpat/runtime/backend.py
 
 from .errors import (
     ArgumentError, EmptyPatternError, InputError, ParameterError, PatternError, PatternNameError,
@@ -29,7 +29,7 @@ def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, 
     from .runtime.kernel import attention as _attention
     return _attention(q, k, v, pattern, scale=scale, return_lse=return_lse, q_offset=q_offset, **inputs)
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Pattern", "load", "parse", "compile", "attention", "library_names", "reference_attention", "kernel_device",

@@ -9,7 +9,7 @@ from importlib import resources
 from .compiler import nodes as N
 from .compiler.parse import parse_module
 from .compiler.values import did_you_mean
-from .errors import ParameterError, PatternError, PatternNameError
+from .errors import ArgumentError, ParameterError, PatternError, PatternNameError
 
 __all__ = ["library_names", "library_module", "resolve_library", "read_module", "split_spec", "pick_pattern"]
 
@@ -67,8 +67,16 @@ def read_module(path: str) -> N.Module:
 
 def split_spec(spec: str) -> tuple[str, str | None]:
     """Split 'FILE_OR_NAME[:PATTERN]' (a Windows drive letter is not a separator)."""
+    if not isinstance(spec, str):
+        raise ArgumentError(f"a pattern spec is a string such as 'sliding_window' or 'file.attn:name', "
+                            f"got {type(spec).__name__} {spec!r}")
     head, sep, tail = spec.rpartition(":")
     if sep and head and not (len(head) == 1 and head.isalpha()) and "/" not in tail and "\\" not in tail:
+        if "=" in tail:   # 'sliding_window:window=16': a parameter where a pattern name belongs
+            name, _, value = tail.partition("=")
+            raise ParameterError(f"'{spec}': a spec names a file and a pattern, not parameter values; write "
+                                 f"load('{head}', {name.strip()}={value.strip()}) in Python or "
+                                 f"--set {name.strip()}={value.strip()} on the command line")
         return head, tail
     return spec, None
 
@@ -76,6 +84,12 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def pick_pattern(module: N.Module, stem: str, pattern: str | None) -> str:
     """Choose which pattern of a file is meant: the named one, the one named like the file, or the only one."""
     names = [p.name for p in module.patterns]
+    if pattern is not None and not isinstance(pattern, str):
+        meant = next((p for p in module.patterns if p.name == stem), module.patterns[0] if module.patterns else None)
+        param = meant.params[0].name if meant is not None and meant.params else "name"
+        call = f"load('{stem}', {param}={pattern!r})" if stem else f"parse(text, {param}={pattern!r})"
+        raise ArgumentError(f"the second argument names a pattern of the file, got {type(pattern).__name__} "
+                            f"{pattern!r}; parameter values are keywords: {call}")
     if pattern is not None:
         if pattern not in names:
             hint = did_you_mean(pattern, names)

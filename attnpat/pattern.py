@@ -147,7 +147,8 @@ class Pattern:
         return list(variants), assignment.copy()
 
     def _compute_variants(self, heads: int, batch: int):
-        from .compiler.simplify import normalize, specialize, to_ir, uses
+        from .compiler.semantics import fold
+        from .compiler.simplify import normalize, to_ir, uses
         expr = self.checked.expr
         use_h, use_b = uses(expr, "h"), uses(expr, "b")
         variants: list = []
@@ -162,7 +163,7 @@ class Pattern:
                     env["b"] = b
                 key = tuple(sorted(env.items()))
                 if key not in index:
-                    ir = self.canonical.ir if not env else normalize(to_ir(specialize(expr, env)))
+                    ir = self.canonical.ir if not env else normalize(to_ir(fold(expr, env)))
                     if ir not in variants:
                         variants.append(ir)
                     index[key] = variants.index(ir)

@@ -219,7 +219,7 @@ def evaluate_dense(checked: CheckedPattern, q_len: int, kv_len: int, *, batch: i
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern, *,
                         scale: float | None = None, q_offset: int | None = None, return_lse: bool = False,
-                        **inputs):
+                        **inputs) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention restricted to `pattern`, computed in float64 from the dense mask.
 
     Args:

@@ -5,19 +5,33 @@ dtypes, head dims and runtime inputs; each example runs the forward kernel (and,
 gradients) and compares with the dense reference the way FlexAttention's tests do: the kernel's error
 against fp64 may be a small factor times the error of torch eager in the same dtype. On failure
 hypothesis shrinks to the smallest failing case, printed as a Python snippet that reproduces it.
+
+hypothesis is an optional dependency (``pip install 'attnpat[verify]'``): only this module needs it, and
+:func:`verify` says how to install it when it is missing. Its files (a cache of constants) go to a
+temporary directory, not to a `.hypothesis/` folder in the user's current directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .compiler.values import format_value
 
-__all__ = ["verify", "VerifyResult", "FUDGE", "FLOOR", "eager_attention"]
+if TYPE_CHECKING:
+    from .pattern import Pattern
+
+__all__ = ["verify", "VerifyResult", "FUDGE", "FLOOR", "eager_attention", "require_hypothesis", "VERIFY_HINT"]
+
+VERIFY_HINT = ("attnpat verify needs hypothesis, an optional dependency: pip install 'attnpat[verify]' "
+               "(or pip install hypothesis)")
 
 FUDGE = 4.0
 FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -32,6 +46,25 @@ class VerifyResult:
     examples: int
     failure: str | None = None      # the reason, for a failing run
     snippet: str | None = None      # Python that reproduces the smallest failing case
+    seconds: dict[str, float] = field(default_factory=dict)   # where the time went, by step
+
+
+def require_hypothesis() -> None:
+    """Raise ModuleNotFoundError, saying how to install it, when hypothesis is missing."""
+    try:
+        import hypothesis   # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(VERIFY_HINT, name="hypothesis") from None
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float] | None, step: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if seconds is not None:
+            seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
 
 
 def eager_attention(q, k, v, mask, scale=None):
@@ -54,8 +87,9 @@ def _error(a, ref):
     return (a.double() - ref).abs().max().item() if a.numel() else 0.0
 
 
-def check_case(pattern, case: dict, *, backward: bool, device: str = "cpu") -> str | None:
-    """Run one case; return None if it passes, else what went wrong."""
+def check_case(pattern: Pattern, case: dict, *, backward: bool, device: str = "cpu",
+               seconds: dict[str, float] | None = None) -> str | None:
+    """Run one case; return None if it passes, else what went wrong (`seconds` adds up time per step)."""
     from . import compile as compile_kernel
     from .reference import reference_attention
     g = torch.Generator().manual_seed(case["seed"])
@@ -68,14 +102,17 @@ def check_case(pattern, case: dict, *, backward: bool, device: str = "cpu") -> s
     inputs = {n: (t[0] if t.shape[0] == 1 else t) for n, t in inputs.items()}
     offset = case["q_offset"]
     scale = 1.0 / math.sqrt(D)
-    kernel = compile_kernel(pattern, block_m=case["block_m"], block_n=case["block_n"])
+    with _timed(seconds, "compile"):
+        kernel = compile_kernel(pattern, block_m=case["block_m"], block_n=case["block_n"])
     if backward:
         q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
-    out = kernel(q, k, v, q_offset=offset, **inputs)
-    q64, k64, v64 = (t.detach().double().requires_grad_(backward) for t in (q, k, v))
-    ref = reference_attention(q64, k64, v64, pattern, q_offset=offset, **inputs)
-    mask = pattern.dense_mask(N, M, batch=B, heads=H, q_offset=offset, **inputs).to(q.device)
-    eager = eager_attention(q.detach(), k.detach(), v.detach(), mask, scale)
+    with _timed(seconds, "forward kernel"):
+        out = kernel(q, k, v, q_offset=offset, **inputs)
+    with _timed(seconds, "reference"):
+        q64, k64, v64 = (t.detach().double().requires_grad_(backward) for t in (q, k, v))
+        ref = reference_attention(q64, k64, v64, pattern, q_offset=offset, **inputs)
+        mask = pattern.dense_mask(N, M, batch=B, heads=H, q_offset=offset, **inputs).to(q.device)
+        eager = eager_attention(q.detach(), k.detach(), v.detach(), mask, scale)
     if not torch.isfinite(out).all():
         return "the output has NaN or inf"
     err, base = _error(out.detach(), ref.detach()), _error(eager, ref.detach())
@@ -84,10 +121,12 @@ def check_case(pattern, case: dict, *, backward: bool, device: str = "cpu") -> s
     if not backward:
         return None
     do = torch.randn(out.shape, generator=g).to(dtype).to(device)
-    out.backward(do)
-    ref.backward(do.double())
-    e_q, e_k, e_v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    eager_attention(e_q, e_k, e_v, mask, scale).backward(do)
+    with _timed(seconds, "backward kernels"):
+        out.backward(do)
+    with _timed(seconds, "reference"):
+        ref.backward(do.double())
+        e_q, e_k, e_v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+        eager_attention(e_q, e_k, e_v, mask, scale).backward(do)
     for name, got, want, base_t in (("dq", q.grad, q64.grad, e_q.grad), ("dk", k.grad, k64.grad, e_k.grad),
                                     ("dv", v.grad, v64.grad, e_v.grad)):
         if got is None or not torch.isfinite(got).all():
@@ -127,8 +166,9 @@ def _snippet(spec: str, params: dict, case: dict, backward: bool) -> str:
     return "\n".join(lines)
 
 
-def verify(pattern, *, spec: str, examples: int = 25, backward: bool = True, device: str = "cpu",
-           max_len: int = 96, seed: int | None = None) -> VerifyResult:
+def verify(pattern: Pattern, *, spec: str, examples: int = 25, backward: bool = True, device: str = "cpu",
+           max_len: int = 96, seed: int | None = None,
+           progress: Callable[[int, int, dict, bool], None] | None = None) -> VerifyResult:
     """Property-test `pattern`'s kernels against the dense reference.
 
     Args:
@@ -137,8 +177,12 @@ def verify(pattern, *, spec: str, examples: int = 25, backward: bool = True, dev
         examples: how many cases hypothesis draws.
         backward: also check dq, dk, dv.
         device: 'cpu' (Triton's interpreter) or 'cuda'.
+        seed: hypothesis's seed (default: derandomized, the same cases every run).
+        progress: called after each case as progress(cases run, examples, case, shrinking).
     """
+    require_hypothesis()
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as seed_decorator
     from hypothesis import strategies as st
 
     inputs_decl = dict(pattern.inputs)
@@ -172,23 +216,51 @@ def verify(pattern, *, spec: str, examples: int = 25, backward: bool = True, dev
 
     failures: list = []
     count = [0]
+    seconds: dict[str, float] = {}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
-              **({"seed": seed} if seed is not None else {}))
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
     @given(cases())
     def prop(case):
         count[0] += 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            problem = check_case(pattern, case, backward=backward, device=device)
+            problem = check_case(pattern, case, backward=backward, device=device, seconds=seconds)
+        if progress is not None:
+            progress(count[0], examples, case, bool(failures))
         if problem is not None:
             failures.append((case, problem))
             raise AssertionError(problem)
 
+    if seed is not None:
+        prop = seed_decorator(seed)(prop)
+    start = time.perf_counter()
     try:
-        prop()
+        with _hypothesis_home():
+            prop()
     except AssertionError:
         case, problem = failures[-1]      # hypothesis re-runs the shrunk case last
-        return VerifyResult(False, count[0], problem, _snippet(spec, pattern.params, case, backward))
-    return VerifyResult(True, count[0])
+        return VerifyResult(False, count[0], problem, _snippet(spec, pattern.params, case, backward),
+                            _with_total(seconds, start))
+    return VerifyResult(True, count[0], seconds=_with_total(seconds, start))
+
+
+def _with_total(seconds: dict[str, float], start: float) -> dict[str, float]:
+    """The per-step times plus 'total' and the rest (hypothesis drawing and shrinking cases, Python)."""
+    total = time.perf_counter() - start
+    return {**seconds, "hypothesis and other": max(0.0, total - sum(seconds.values())), "total": total}
+
+
+@contextlib.contextmanager
+def _hypothesis_home():
+    """Point hypothesis's storage (it caches constants there) at a temporary directory for the run, so
+    that verify leaves no `.hypothesis/` folder in the user's current directory."""
+    from hypothesis import configuration
+    # hypothesis has no getter for it; None (what we restore when unset) means "resolve again later".
+    previous = getattr(configuration, "__hypothesis_home_directory", None)
+    with tempfile.TemporaryDirectory(prefix="attnpat-hypothesis-") as home:
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)

@@ -91,6 +91,7 @@ class _Checker(ExprChecker):
         self.resolver = resolver
         self.stack: list[str] = []
         self.inputs: dict[str, N.InputDecl] = {}
+        self.input_owners: dict[str, str] = {}   # input name -> the pattern that declared it first
 
     # -- patterns ---------------------------------------------------------------------------------
 
@@ -186,10 +187,10 @@ class _Checker(ExprChecker):
             scope = Scope(N.Module(()), pattern, dict(bound), {}, {})
             typed = self.expr(p.default, scope)
             if not typed.const:
-                raise PatternTypeError(f"the default of '{p.name}' must be a constant", p.default.span)
+                raise PatternTypeError(f"the value of parameter '{p.name}' must be a constant", p.default.span)
             ok = typed.type == p.type or (p.type == "set" and typed.type in ("list", "range"))
             if not ok:
-                raise PatternTypeError(f"the default of '{p.name}' is {typed.type}, but it is declared {p.type}",
+                raise PatternTypeError(f"the value of parameter '{p.name}' is {typed.type}, but it is declared {p.type}",
                                        p.default.span)
             if p.type == "set" and length(typed.value) > MAX_COLLECTION:
                 raise PatternTypeError(f"a set may hold at most {MAX_COLLECTION} elements", p.default.span)
@@ -210,10 +211,16 @@ class _Checker(ExprChecker):
         scope.inputs[decl.name] = decl
         other = self.inputs.get(decl.name)
         if other is not None and other.axis != decl.axis:
+            # point at the first declaration (the caller's, as inputs are declared before the mask that calls
+            # another pattern) and name the pattern that declares it differently
+            owner = self.input_owners[decl.name]
             raise PatternTypeError(
-                f"runtime input '{decl.name}' is int[{decl.axis}] here but int[{other.axis}] in another pattern",
-                decl.span)
-        self.inputs.setdefault(decl.name, decl)
+                f"runtime input '{decl.name}' is int[{other.axis}] in pattern '{owner}' but int[{decl.axis}] in "
+                f"pattern '{scope.pattern.name}', which it uses; one input has one axis: rename one of them",
+                other.span or decl.span, (f"pattern '{scope.pattern.name}' declares it at {_where(decl.span)}",))
+        if decl.name not in self.inputs:
+            self.inputs[decl.name] = decl
+            self.input_owners[decl.name] = scope.pattern.name
 
     def require(self, req: N.Require, scope: Scope) -> None:
         typed = self.expr(req.cond, scope)
@@ -345,3 +352,7 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
     inputs = tuple(d for n, d in checker.inputs.items() if n in used)
     unused = tuple(sorted(n for n in checker.inputs if n not in used))
     return CheckedPattern(name, bound, inputs, mask.expr, unused)
+
+
+def _where(span: Span | None) -> str:
+    return f"{span.source.name}:{span.line}:{span.column}" if span is not None else "an unknown place"

@@ -202,7 +202,8 @@ class ExprChecker:
         if isinstance(e.value, N.Name) and e.value.id in scope.inputs:
             decl = scope.inputs[e.value.id]
             if not (isinstance(e.index, N.Name) and e.index.id in ("q", "k")):
-                raise PatternTypeError(f"runtime input '{decl.name}' can only be indexed by q or k", e.index.span)
+                raise PatternTypeError(f"runtime input '{decl.name}' can only be indexed by q or k", e.index.span,
+                                       _neighbour_hint(decl, e.index))
             if decl.axis == "q" and e.index.id == "k":
                 raise PatternTypeError(
                     f"'{decl.name}' is int[q] (one value per query); it cannot be indexed by k", e.index.span)
@@ -280,3 +281,13 @@ def _check_link(op: str, a: Typed, b: Typed, left: N.Expr, right: N.Expr) -> Non
         for t, n in ((a, left), (b, right)):
             if t.type != "int":
                 raise PatternTypeError(f"'{op}' compares integers, not {t.type}", n.span)
+
+
+def _neighbour_hint(decl: N.InputDecl, index: N.Expr) -> tuple[str, ...]:
+    """A note for `doc[k - 1]` and the like: a value at another position is passed as an input of its own."""
+    names = {x.id for x in N.walk(index) if isinstance(x, N.Name)}
+    if not names & {"q", "k"}:
+        return ()
+    return (f"to use a value at another position, compute it outside and pass it as an input of its own: "
+            f"e.g. for '{decl.name}[k - 1] != {decl.name}[k]' (k starts a document) pass document starts as "
+            f"'input start: int[k]' and write 'start[k] == 1'",)

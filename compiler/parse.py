@@ -159,6 +159,8 @@ def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
             hint = f", expected {_join_or(expected)}"
         if tok.type != "$END" and str(tok.value) == "=":
             hint += " (to compare, write '==')"
+        if tok.type == "NAME" and str(tok.value) in ("if", "else"):   # `mask a if c else b`
+            hint = _CONDITIONAL_HINT
         if tok.type == "$END" or tok.line is None or tok.line < 1:
             span = _end_span(source)
         elif tok.type == "_NL":
@@ -184,6 +186,9 @@ def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
         return _never_closed(source) or PatternSyntaxError("unexpected end of file", _end_span(source))
     return PatternSyntaxError("invalid syntax", _end_span(source))
 
+
+_CONDITIONAL_HINT = (": the language has no 'a if c else b'; write (c and a) or (not c and b), or, to pick a "
+                      "value per head, a list indexed by h, e.g. [64, 128, 256, 512][h % 4]")
 
 _KEYWORDS = frozenset({"pattern", "require", "input", "mask", "and", "or", "not", "in", "True", "False"})
 

@@ -7,10 +7,11 @@ so attnpat makes it once, before its own first import of triton: the interpreter
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import sys
 
-__all__ = ["interpreting", "import_triton", "choose", "target_name", "kernel_device"]
+__all__ = ["interpreting", "import_triton", "choose", "choose_before_triton", "target_name", "kernel_device"]
 
 
 def interpreting() -> bool:
@@ -38,13 +39,45 @@ def target_name(device=None) -> str:
 def choose() -> None:
     """Pick the interpreter on machines without CUDA, if triton is not imported yet.
 
-    Called when attnpat is imported, because other libraries import triton too (creating a torch optimizer
-    does), and after that the choice is fixed for the process.
+    Runs when triton is first imported (see `choose_before_triton`, installed when attnpat is imported),
+    because other libraries import triton too (creating a torch optimizer does), and after that the choice
+    is fixed for the process.
     """
     if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
         import torch
         if not torch.cuda.is_available():
             os.environ["TRITON_INTERPRET"] = "1"
+
+
+class _ChooseBeforeTriton(importlib.abc.MetaPathFinder):
+    """Makes the choice at the first import of triton, by anyone, and then steps aside.
+
+    Choosing means asking torch whether CUDA is there, which costs a second or more; deferring it to the
+    first import of triton keeps `import attnpat` (and the CLI's check, show, explain, list) free of torch.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton":
+            _remove_hook()
+            choose()
+        return None   # the ordinary finders import it
+
+
+_HOOK = _ChooseBeforeTriton()
+
+
+def _remove_hook() -> None:
+    while _HOOK in sys.meta_path:
+        sys.meta_path.remove(_HOOK)
+
+
+def choose_before_triton() -> None:
+    """Arrange for `choose` to run just before triton is first imported (at once if nothing is left to wait
+    for). Called when attnpat is imported."""
+    if "triton" in sys.modules or "TRITON_INTERPRET" in os.environ:
+        return   # the choice is already fixed, or the user made it
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
 
 
 def import_triton():

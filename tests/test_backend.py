@@ -42,3 +42,27 @@ def test_a_kernel_runs_on_the_kernel_device():
     assert out.device.type == dev.type
     torch.testing.assert_close(out.cpu().double(), attnpat.reference_attention(q, k, v, pattern),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_the_choice_waits_for_the_first_import_of_triton_by_anyone():
+    # attnpat's import asks torch about CUDA only when triton is first imported, by attnpat or another library
+    code = ("import os, sys, attnpat; light = 'torch' not in sys.modules and 'triton' not in sys.modules; "
+            "import torch.optim, triton; print(light, os.environ.get('TRITON_INTERPRET'))")
+    expected = "1" if not torch.cuda.is_available() else None
+    assert _in_child(code) == f"True {expected}"
+    # a user's explicit choice is kept and no hook is left behind
+    code = "import sys, attnpat; from attnpat.runtime import backend; print(backend._HOOK in sys.meta_path)"
+    assert _in_child(code, TRITON_INTERPRET="0") == "False"
+
+
+def test_the_interpreter_warning_points_at_the_callers_line(monkeypatch):
+    import warnings
+    from attnpat.runtime import kernel
+    if not backend.interpreting():
+        return   # compiled kernels give no warning; the suite always interprets (tests/conftest.py)
+    monkeypatch.setattr(kernel, "_warned_interpreter", False)
+    q = torch.randn(1, 1, 16, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attnpat.attention(q, q, q, "causal")   # through attention(), compile() and Kernel.__call__
+    assert [(w.filename, w.category) for w in caught] == [(__file__, RuntimeWarning)]

@@ -104,9 +104,9 @@ def test_override_types_through_parse():
 
 
 def test_default_of_the_wrong_type():
-    with pytest.raises(attnpat.PatternTypeError, match="the default of 'w' is bool, but it is declared int"):
+    with pytest.raises(attnpat.PatternTypeError, match="the value of parameter 'w' is bool, but it is declared int"):
         attnpat.parse("pattern p(w: int = True):\n    mask True\n")
-    with pytest.raises(attnpat.PatternTypeError, match="the default of 'w' must be a constant"):
+    with pytest.raises(attnpat.PatternTypeError, match="the value of parameter 'w' must be a constant"):
         attnpat.parse("pattern p(w: int = q):\n    mask True\n")
     # a list or range is a fine default for a set
     assert attnpat.parse("pattern p(s: set = [2, 2, 1]):\n    mask k in s\n").params == {"s": frozenset({1, 2})}
@@ -315,7 +315,8 @@ def test_inputs_are_merged_from_called_patterns():
 
 def test_input_declared_on_two_axes():
     text = CALLS + "pattern bad():\n    input doc: int[q]\n    mask doc[q] == 0 and same_doc()\n"
-    with pytest.raises(attnpat.PatternTypeError, match="runtime input 'doc' is int\\[k\\] here but int\\[q\\]"):
+    with pytest.raises(attnpat.PatternTypeError,
+                       match="runtime input 'doc' is int\\[q\\] in pattern 'bad' but int\\[k\\] in pattern 'same_doc'"):
         attnpat.parse(text, "bad")
 
 

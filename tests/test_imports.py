@@ -120,3 +120,60 @@ def test_finds_a_cycle():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph(package_modules()))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# -- start-up: the commands that need no kernel import neither torch nor triton (issue 18) ----------------
+# Measured in a fresh process, through sys.modules, not by timing (benchmarks/cli_startup.py times it).
+
+_PROBE = """
+import sys
+from attnpat.cli import main
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        status = main(sys.argv[1:])
+    except SystemExit as exc:
+        status = exc.code
+print(status, *[m for m in ("torch", "triton") if m in sys.modules])
+"""
+
+_LIGHT_COMMANDS = [
+    ["--help"], ["--version"], ["check"], ["check", "document_sliding_window", "--set", "window=8"], ["list"],
+    ["explain", "sliding_window", "--q-len", "4096"], ["show", "sliding_window", "--q-len", "300"],
+    ["show", "dilated", "--q-len", "100000", "--width", "16", "--height", "8"],
+]
+
+
+def _probe(argv: list[str], env: dict) -> str:
+    import os
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env}, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("argv", _LIGHT_COMMANDS, ids=lambda a: " ".join(a))
+def test_light_commands_import_neither_torch_nor_triton(argv):
+    # TRITON_INTERPRET is set (tests/conftest.py sets it, so the child inherits it): the backend choice at
+    # `import attnpat` is then already made without torch.
+    assert _probe(argv, {"TRITON_INTERPRET": "1"}) == "0"
+
+
+def test_light_commands_without_triton_interpret_set():
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "check", "causal"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0"
+
+
+def test_png_and_verify_import_their_optional_dependencies_lazily():
+    modules = package_modules()
+    for name in ("attnpat.draw", "attnpat.verify", "attnpat.cli.show", "attnpat.cli.verify"):
+        tree = ast.parse(modules[name].read_text())
+        top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        assert not top & {"matplotlib", "hypothesis"}, name

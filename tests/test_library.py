@@ -517,3 +517,29 @@ def test_drawn_example_is_correct(filename, name, params, inputs, panels):
         assert drawn.shape == (n, n), grid
         b, h = (idx, 0) if batch > 1 else (0, idx)
         assert np.array_equal(drawn, want[b, h]), f"{filename}: the example of {name} is wrong (panel {idx})"
+
+
+def test_a_parameter_passed_where_a_pattern_name_belongs_says_how_to_pass_it():
+    with pytest.raises(attnpat.ArgumentError, match=r"keywords: load\('sliding_window', window=4096\)"):
+        attnpat.load("sliding_window", 4096)
+    with pytest.raises(attnpat.ParameterError, match=r"load\('sliding_window', window=16\).*--set window=16"):
+        attnpat.load("sliding_window:window=16")
+    with pytest.raises(attnpat.ArgumentError, match="a pattern spec is a string"):
+        attnpat.load(4096)
+
+
+def test_an_input_axis_clash_points_at_the_callers_declaration_and_names_the_other_pattern():
+    text = "pattern mine():\n    input doc: int[q]\n    mask document() and doc[q] > 0\n"
+    with pytest.raises(attnpat.PatternTypeError) as info:
+        attnpat.parse(text, name="mine.attn")
+    err = info.value
+    assert err.span.source.name == "mine.attn" and err.span.line == 2
+    assert "int[q] in pattern 'mine' but int[k] in pattern 'document'" in err.message
+    assert err.notes and "document.attn" in err.notes[0]
+
+
+def test_a_neighbouring_position_hints_at_an_input_of_its_own():
+    text = "pattern p():\n    input doc: int[k]\n    mask doc[k - 1] == doc[k]\n"
+    with pytest.raises(attnpat.PatternTypeError, match="can only be indexed by q or k") as info:
+        attnpat.parse(text)
+    assert "input start: int[k]" in info.value.notes[0]

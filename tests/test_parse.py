@@ -252,3 +252,13 @@ def test_round_trip_random_modules(m):
 @given(identifiers())
 def test_identifiers_parse_as_names(name):
     assert parse_expr(name) == N.Name(name)
+
+
+@pytest.mark.parametrize("text", ["pattern p():\n    mask q > k if True else q == k\n",
+                                  "pattern p(w: int = 3):\n    mask q - k < (w if w > 2 else 2)\n"])
+def test_conditional_expression_says_how_to_write_it(text):
+    with pytest.raises(attnpat.PatternSyntaxError) as info:
+        parse_module(text, "x.attn")
+    message = str(info.value)
+    assert "unexpected 'if'" in message and "(c and a) or (not c and b)" in message
+    assert "a list indexed by h" in message

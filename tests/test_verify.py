@@ -83,3 +83,49 @@ def test_eager_baseline_has_zero_not_nan_gradients_on_empty_rows():
     for t in (q, k, v):
         assert torch.isfinite(t.grad).all()
     assert (q.grad[:, :, :5] == 0).all()
+
+
+# -- issue 18: an optional dependency, no litter, --seed, progress and where the time goes -------------------
+
+def test_verify_leaves_no_hypothesis_folder_and_says_where_time_goes(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    status = main(["verify", "causal", "--examples", "2", "--max-len", "12", "--forward-only", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert list(tmp_path.iterdir()) == []          # no .hypothesis/ in the user's directory
+    lines = out.splitlines()
+    assert lines[0] == "causal: ok -- 2 cases, forward, match the float64 reference"
+    assert lines[1].startswith("time ") and "forward kernel" in lines[1]
+
+
+def test_verify_without_hypothesis_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "hypothesis", None)     # `import hypothesis` now fails
+    assert main(["verify", "causal"]) == 1
+    err = capsys.readouterr().err
+    assert "attnpat verify needs hypothesis" in err and "pip install 'attnpat[verify]'" in err
+    with pytest.raises(ModuleNotFoundError, match=r"attnpat\[verify\]"):
+        verify_module.verify(attnpat.load("causal"), spec="causal")
+
+
+def test_progress_is_drawn_on_a_terminal_only():
+    import io
+    from attnpat.cli.progress import Progress, time_line
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    piped = io.StringIO()
+    p = Progress(piped)
+    with p.step("generating", name="codegen"):
+        p.bar(1, 2, "cases")
+    assert piped.getvalue() == "" and set(p.seconds) == {"codegen"}
+    tty = Tty()
+    p = Progress(tty)
+    with p.step("generating"):
+        pass
+    p.bar(1, 4, "cases")
+    p.done()
+    text = tty.getvalue()
+    assert "generating ..." in text and "[######..................] 1/4 cases" in text and text.endswith("\n")
+    assert time_line({"a": 3.0, "b": 1.0, "total": 4.0}) == "time 4.0 s: a 3.0 s (75%), b 1.0 s (25%)"

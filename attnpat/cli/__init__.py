@@ -12,7 +12,12 @@ Each subcommand is one module of this package exporting ``COMMAND``, a :class:`~
 adds its arguments to an argparse sub-parser and returns an exit status. What they share (argument types,
 FILE_OR_NAME specs, ``--set`` and ``--input``) is in :mod:`.arguments`. Mistakes in patterns, parameters
 or inputs are reported as compiler-style messages on stderr (exit status 1), never as a traceback; bad
-usage exits with status 2.
+usage exits with status 2; bare `attnpat` prints the help (status 0), `attnpat --version` the version.
+
+Start-up: this package and the light commands (check, show, explain, list) import neither torch nor
+triton (tests/test_imports.py checks it; benchmarks/cli_startup.py times it); the commands that run or
+compile kernels import them inside their `run`. A missing optional dependency (hypothesis for verify,
+matplotlib for show --png) is reported with the pip command that installs it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import ArgumentError
 from .arguments import Command, add_spec_arguments, heading, pattern_from_args
+from .progress import Progress
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -65,13 +66,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.backward and not args.emit:
         raise ArgumentError("--backward prints the generated backward module: use it with --emit")
     pattern = pattern_from_args(args)
-    kernel = compile_kernel(pattern)
-    if args.emit:
-        if args.backward:
+    progress = Progress()     # on a terminal: where a first compile spends its time
+    with progress.step("simplifying and planning"):
+        pattern.canonical
+    with progress.step("generating the kernel"):
+        kernel = compile_kernel(pattern)
+        if args.emit and args.backward:
             from ..runtime.autograd import bwd_source
             source = bwd_source(kernel)
-        else:
+        elif args.emit:
             source = kernel.source()
+    if args.emit:
         sys.stdout.write(source if source.endswith("\n") else source + "\n")
         return 0
     rows = _plan_rows(kernel) + _cache_rows(kernel)

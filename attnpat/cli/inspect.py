@@ -9,6 +9,7 @@ import sys
 
 from ..errors import ArgumentError
 from .arguments import Command, add_spec_arguments, error, heading, pattern_from_args, positive
+from .progress import Progress, time_line
 
 _DTYPE_NAMES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
                 "fp32": "float32", "float32": "float32"}
@@ -86,20 +87,28 @@ def _run(args: argparse.Namespace) -> int:
         error(f"--head-dim must be between 16 and 256, got {args.head_dim}")
         return 1
     dtype = getattr(torch, _DTYPE_NAMES[args.dtype])
-    kernel = compile_kernel(pattern, **_compile_options(args.option))
-    requests = inspect_requests(kernel, target=args.target, dtype=dtype, head_dim=args.head_dim,
-                                backward=args.backward)
-    reports = compile_many(requests)
+    progress = Progress()
+    with progress.step("simplifying and planning", name="simplify and plan"):
+        pattern.canonical
+    with progress.step("generating the kernel source", name="code generation"):
+        kernel = compile_kernel(pattern, **_compile_options(args.option))
+        requests = inspect_requests(kernel, target=args.target, dtype=dtype, head_dim=args.head_dim,
+                                    backward=args.backward)
+    with progress.step(f"compiling {len(requests)} kernel{'s' if len(requests) > 1 else ''} for {args.target} "
+                       f"(Triton -> PTX -> ptxas, in child processes)", name="ahead-of-time compile", tick=True):
+        reports = compile_many(requests)
+    seconds = {"total": sum(progress.seconds.values()), **progress.seconds}
     warnings_out = _warnings(reports, SMEM_LIMIT[TARGETS[args.target]], args.target)
     if args.json:
         print(json.dumps({"pattern": pattern.name, "key": kernel.key, "plan": kernel.plan.mode,
                           "target": args.target, "kernels": [r.to_dict() for r in reports],
-                          "warnings": warnings_out}, indent=2))
+                          "warnings": warnings_out, "seconds": seconds}, indent=2))
         return 0
     print(f"{heading(pattern)}  plan {kernel.plan.mode}  key {kernel.key}")
     print(f"target {args.target}, {args.dtype}, head dim {args.head_dim} (compiled ahead of time, no GPU)")
     for line in _table(reports):
         print(line)
+    print(time_line(seconds))
     for w in warnings_out:
         print(w, file=sys.stderr)
     return 0

@@ -89,26 +89,53 @@ def _signature(p: N.PatternDef) -> str:
     return f"{p.name}({params})"
 
 
-def _entries(files: list[str]) -> list[tuple[N.PatternDef, str]]:
+def _inputs(module: N.Module, definition: N.PatternDef, seen: frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
+    """The runtime inputs a pattern needs: (name, axis, the pattern declaring it), its own first, then those
+    of the patterns it calls (in its file, else in the library), as the checker resolves them."""
+    own = [(s.name, s.axis, definition.name) for s in definition.body if isinstance(s, N.InputDecl)]
+    out, names = list(own), {name for name, _, _ in own}
+    local = {p.name: p for p in module.patterns}
+    for node in N.walk(definition.body):
+        if not isinstance(node, N.Call) or node.func in seen or node.func == definition.name:
+            continue
+        if node.func in local:
+            callee = (module, local[node.func])
+        else:
+            callee = resolve_library(node.func) if node.func in _library_set() else None
+        if callee is None:
+            continue
+        for name, axis, where in _inputs(*callee, seen | {definition.name}):
+            if name not in names:
+                names.add(name)
+                out.append((name, axis, where))
+    return out
+
+
+def _library_set() -> frozenset[str]:
+    return frozenset(library_names())
+
+
+def _entries(files: list[str]) -> list[tuple[N.Module, N.PatternDef, str]]:
     if not files:
         out = []
         for name in library_names():
             module, d = resolve_library(name)
-            out.append((d, module_name(module)))
+            out.append((module, d, module_name(module)))
         return out
     out = []
     for f in files:
         module, _ = locate(split_spec(f)[0])
-        out.extend((d, module_name(module)) for d in module.patterns)
+        out.extend((module, d, module_name(module)) for d in module.patterns)
     return out
 
 
 def _run(args: argparse.Namespace) -> int:
-    for d, where in _entries(args.files):
-        inputs = [s for s in d.body if isinstance(s, N.InputDecl)]
+    for module, d, where in _entries(args.files):
+        inputs = _inputs(module, d)
         line = _signature(d)
         if inputs:
-            line += "  input " + ", ".join(f"{s.name}: int[{s.axis}]" for s in inputs)
+            line += "  input " + ", ".join(f"{name}: int[{axis}]" + ("" if owner == d.name else f" (from {owner})")
+                                           for name, axis, owner in inputs)
         print(f"{line}  [{where}]")
         text = summary(d)
         if text:

@@ -64,11 +64,11 @@ def _png_grids(args, pattern: Pattern, q_len: int, kv_len: int, common: dict):
     reads_h = "h" in {x.id for x in N.walk(pattern.checked.expr) if isinstance(x, N.Name)}
     if args.heads is not None:
         heads, optional = list(range(args.heads)), False
-    elif reads_h:
+    elif reads_h and args.head < 4:
         heads, optional = list(range(4)), True     # stop quietly where a per-head list runs out
     else:
         heads, optional = [args.head], False
-    panels = []
+    panels: list = []
     for h in heads:
         try:
             grid = _cells(pattern, q_len, kv_len, row_step, col_step, {**common, "head": h})
@@ -155,8 +155,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if panels:
         first = panels[0][1]
-        title = f"{_header(args, pattern, first, q_len, kv_len, input_batch).split('  density')[0]}"
-        title = title.replace(f"  h={args.head}", "") if len(panels) > 1 else title
+        shape = _header(args, pattern, first, q_len, kv_len, input_batch).split("  density")[0]
+        shape = shape[len(heading(pattern)):].strip()
+        title = f"{heading(pattern)}\n{shape.replace(f'  h={args.head}', '') if len(panels) > 1 else shape}"
         try:
             w, h = draw.write_png(args.png, panels, title)
         except OSError as exc:

@@ -8,7 +8,7 @@ opaque condition, evaluated as written.
 
 from __future__ import annotations
 
-import sympy
+import functools
 
 from .. import nodes as N
 from ..ir import FALSE, IR, TRUE, Opaque
@@ -18,8 +18,6 @@ from .logic import conj, disj, negate
 
 __all__ = ["to_ir", "MAX_SET_EXPANSION"]
 
-_Q, _K, _H, _B = sympy.symbols("q k h b", integer=True)
-_SYMBOLS = {"q": _Q, "k": _K, "h": _H, "b": _B}
 MAX_SET_EXPANSION = 256  # `x in S` becomes a union of intervals when S has at most this many elements
 
 
@@ -27,12 +25,21 @@ def _operands(e: N.Expr) -> tuple[N.Expr, ...]:
     return (e.operand,) if isinstance(e, N.Unary) else (e.left, e.right)
 
 
+@functools.lru_cache(maxsize=None)
+def _sympy():
+    """sympy and the symbols q, k, h, b, imported on first use: `import attnpat` (and the CLI's --help,
+    --version and list) need not pay for sympy."""
+    import sympy
+    return sympy, dict(zip("qkhb", sympy.symbols("q k h b", integer=True)))
+
+
 def _sym(e: N.Expr):
     """The sympy expression of a linear integer AST, or None if it is not linear in q, k, h, b."""
+    sympy, symbols = _sympy()
     if isinstance(e, N.Num):
         return sympy.Integer(e.value)
-    if isinstance(e, N.Name) and e.id in _SYMBOLS:
-        return _SYMBOLS[e.id]
+    if isinstance(e, N.Name) and e.id in symbols:
+        return symbols[e.id]
     op = operator_of(e)
     if op is None or not op.polynomial:
         return None
@@ -42,13 +49,15 @@ def _sym(e: N.Expr):
 
 def _linear_qk(expr) -> tuple[int, int, int] | None:
     """(cq, ck, c0) when `expr` is cq*q + ck*k + c0 with integer coefficients, else None."""
+    sympy, symbols = _sympy()
+    q, k = symbols["q"], symbols["k"]
     expr = sympy.expand(expr)
-    if expr.free_symbols - {_Q, _K}:
+    if expr.free_symbols - {q, k}:
         return None
-    poly = sympy.Poly(expr, _Q, _K)
+    poly = sympy.Poly(expr, q, k)
     if poly.total_degree() > 1:
         return None
-    cq, ck, c0 = (poly.coeff_monomial(m) for m in (_Q, _K, 1))
+    cq, ck, c0 = (poly.coeff_monomial(m) for m in (q, k, 1))
     if not all(c.is_integer for c in (cq, ck, c0)):
         return None
     return int(cq), int(ck), int(c0)
