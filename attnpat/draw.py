@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .compiler import nodes as N
+from .compiler.ranges import LOWER_BITS, check_ranges
 from .compiler.semantics import evaluate
-from .errors import ArgumentError, InputError
+from .errors import ArgumentError, InputError, PatternError
 from .reference import prepare_inputs, query_positions
 
 if TYPE_CHECKING:
@@ -176,6 +177,10 @@ def _check_slice(sizes: tuple, batch_index: int, batch: int | None) -> int:
 def _slice_mask(checked, rows: np.ndarray, kv_len: int, q_start: int, b: int, h: int,
                 tables: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
     """The mask of query rows `rows` (row indices) x every key, for batch element b and head h: bool [R, K]."""
+    if len(rows) and kv_len:   # numpy computes in int64: refuse (RangeError) rather than wrap
+        inputs = {n: (int(v.min()), int(v.max())) for n, (_, v) in tables.items() if len(v)}
+        check_ranges(checked.expr, (int(rows.min()) + q_start, int(rows.max()) + q_start), (0, kv_len - 1), inputs,
+                     bits=LOWER_BITS, h_range=(h, h), b_range=(b, b), what="the drawing")
     env = {"q": (rows + q_start)[:, None], "k": np.arange(kv_len, dtype=np.int64)[None, :],
            "h": np.int64(h), "b": np.int64(b)}
 
@@ -205,7 +210,7 @@ def _slice_mask(checked, rows: np.ndarray, kv_len: int, q_start: int, b: int, h:
                 raise InputError(f"'{e.value.id}[q]' reads query positions {int(pos.min())}..{int(pos.max())}, "
                                  f"outside the {kv_len} values of int[k] input '{e.value.id}'")
             return row[pos][:, None]
-        raise AssertionError(f"unchecked node {type(e).__name__}")   # the checker admits no other leaf
+        raise PatternError(f"internal error: unchecked node {type(e).__name__}")   # the checker admits no other
 
     out = evaluate(checked.expr, "numpy", leaf)
     return np.broadcast_to(np.asarray(out, dtype=bool), (len(rows), kv_len))

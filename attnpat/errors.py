@@ -20,7 +20,7 @@ __all__ = [
     "PatternNameError",
     "PatternTypeError",
     "ParameterError",
-    "RequirementError",
+    "RequirementError", "RangeError",
     "EmptyPatternError",
     "InputError",
     "ArgumentError",
@@ -113,6 +113,11 @@ class ParameterError(PatternError):
 
 class RequirementError(PatternError):
     """A pattern's `require` clause does not hold for the given parameter values."""
+
+
+class RangeError(PatternError):
+    """A value the mask computes may not fit in the integers an evaluator computes with (the language's
+    integers are exact; an evaluator refuses rather than wrap)."""
 
 
 class EmptyPatternError(PatternError):

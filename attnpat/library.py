@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from functools import lru_cache
 from importlib import resources
 
@@ -56,6 +57,9 @@ resolve_library.names = library_names
 def read_module(path: str) -> N.Module:
     """Read and parse a `.attn` file."""
     try:
+        # only a regular file: a FIFO, a device or a socket named x.attn would block or never end
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise PatternError(f"cannot read '{path}': not a regular file")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:

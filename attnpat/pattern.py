@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .compiler import nodes as N
 from .compiler import pipeline
 from .compiler.check import CheckedPattern
@@ -35,7 +33,6 @@ class Pattern:
         self.checked: CheckedPattern = pipeline.front(module, name, params, resolve_library)
         self._overrides = dict(params or {})
         self._compiled: pipeline.Compiled | None = None
-        self._variant_cache: dict[tuple[int, int], tuple] = {}
 
     @property
     def name(self) -> str:
@@ -75,7 +72,9 @@ class Pattern:
     def compiled(self) -> pipeline.Compiled:
         """The pattern through every compile-time stage (raises EmptyPatternError for an empty mask)."""
         if self._compiled is None:
-            self._compiled = pipeline.back(self.checked)
+            # the simplifier can take seconds: the value is cached on disk next to the kernels (runtime/cache.py)
+            from .runtime.cache import compiled_value
+            self._compiled = compiled_value(self.checked, pipeline.back)
         return self._compiled
 
     @property
@@ -112,63 +111,19 @@ class Pattern:
         Returns:
             (BlockMask, [(ir, {input: (axis, values)}) per variant]).
         """
-        from .compiler.lower import lower
+        from .compiler.lower.variants import lower_compiled
         from .reference import check_sizes, prepare_inputs, query_positions
-        self.canonical  # raise EmptyPatternError early
+        compiled = self.compiled   # raise EmptyPatternError early
         check_sizes(q_len=q_len, kv_len=kv_len, heads=heads, batch=batch)
         tensors = prepare_inputs(self.checked, q_len, kv_len, batch, inputs)
-        axes = self.inputs
-        per_batch = [
-            {n: (axes[n], t[min(b, t.shape[0] - 1)].numpy()) for n, t in tensors.items()}
-            for b in range(batch)
-        ] if tensors else [{}]
-        variants, assignment = self._variants(heads, batch)
-        if any(t.shape[0] > 1 for t in tensors.values()):
-            assignment[:, :, 1] = np.arange(batch)[:, None]
-        bm = lower(variants, assignment, q_len, kv_len, block_q=block_q, block_k=block_k,
-                   q_start=query_positions(q_len, kv_len, q_offset), inputs_per_batch=per_batch)
-        sources = [None] * bm.num_variants
-        for b in range(batch):
-            for h in range(heads):
-                v = int(bm.variant[b, h])
-                if sources[v] is None:
-                    sources[v] = (variants[int(assignment[b, h, 0])], per_batch[int(assignment[b, h, 1])])
-        return bm, sources
+        return lower_compiled(compiled, q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
+                              q_start=query_positions(q_len, kv_len, q_offset),
+                              tables={n: t.numpy() for n, t in tensors.items()})
 
     def _variants(self, heads: int, batch: int):
-        """Distinct IRs over (b, h) after substituting the variables the pattern reads (memoised: each
-        substitution runs the simplifier, which costs far more than the lowering of a small mask)."""
-        cached = self._variant_cache.get((heads, batch))
-        if cached is None:
-            if len(self._variant_cache) >= 16:   # a few shapes are typical; stay bounded regardless
-                self._variant_cache.clear()
-            cached = self._variant_cache[(heads, batch)] = self._compute_variants(heads, batch)
-        variants, assignment = cached
-        return list(variants), assignment.copy()
-
-    def _compute_variants(self, heads: int, batch: int):
-        from .compiler.semantics import fold
-        from .compiler.simplify import normalize, to_ir, uses
-        expr = self.checked.expr
-        use_h, use_b = uses(expr, "h"), uses(expr, "b")
-        variants: list = []
-        index: dict = {}
-        assignment = np.zeros((batch, heads, 2), np.int64)
-        for b in range(batch):
-            for h in range(heads):
-                env = {}
-                if use_h:
-                    env["h"] = h
-                if use_b:
-                    env["b"] = b
-                key = tuple(sorted(env.items()))
-                if key not in index:
-                    ir = self.canonical.ir if not env else normalize(to_ir(fold(expr, env)))
-                    if ir not in variants:
-                        variants.append(ir)
-                    index[key] = variants.index(ir)
-                assignment[b, h, 0] = index[key]
-        return variants, assignment
+        """Distinct IRs over (b, h) and their assignment (compiler/lower/variants.py; memoised per shape)."""
+        from .compiler.lower.variants import variants
+        return variants(self.compiled, heads, batch)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={format_value(v)}" for k, v in self.checked.params)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable
 from .compiler import nodes as N
 from .compiler.check import CheckedPattern
 from .compiler.hashing import hash32
-from .errors import ArgumentError, InputError
+from .compiler.values import describe
+from .errors import ArgumentError, InputError, PatternError, RangeError
 
 if TYPE_CHECKING:
     import torch
@@ -24,16 +25,25 @@ if TYPE_CHECKING:
 __all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions", "check_sizes"]
 
 
+# Values the reference refuses: int64 wraps at 2**63, and the float64 estimate that detects it is exact to
+# about 2**10 there; a margin makes the test sound. Positions are bounded the same way.
+_EDGE = float(1 << 62)
+
+
 def check_sizes(**sizes: object) -> None:
     """Lengths must be non-negative ints, batch and head counts positive ints (ArgumentError otherwise)."""
     for name, v in sizes.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if "len" in name else 1):
-            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, got {v!r}")
+            raise ArgumentError(f"{name} must be a {'non-negative' if 'len' in name else 'positive'} int, "
+                                f"got {describe(v)}")
 
 
 def query_positions(q_len: int, kv_len: int, q_offset: int | None) -> int:
     """Absolute position of query row 0: bottom-right aligned (kv_len - q_len) unless q_offset is given."""
-    return kv_len - q_len if q_offset is None else int(q_offset)
+    q0 = kv_len - q_len if q_offset is None else int(q_offset)
+    if abs(q0) >= _EDGE or abs(q0 + q_len) >= _EDGE:
+        raise ArgumentError(f"q_offset {q0} is too large: query positions must stay within +-2**62")
+    return q0
 
 
 def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int, inputs: dict[str, object],
@@ -116,17 +126,22 @@ class _Grid:
     def v_Unary(self, e):
         import torch
         x = self.eval(e.operand)
-        return torch.logical_not(x) if e.op == "not" else -x
+        return torch.logical_not(x) if e.op == "not" else self.exact(e, -x, -x.double())
+
+    def exact(self, e, value, estimate):
+        """`value` (int64) when `estimate` (the same in float64) shows no value near the int64 edge; else
+        refuse: the language's integers are exact, and int64 would wrap."""
+        if estimate.numel() and float(estimate.abs().max()) >= _EDGE:
+            raise RangeError(f"pattern '{self.checked.name}': this value leaves the 64-bit integers the dense "
+                             f"reference computes with", e.span)
+        return value
 
     def v_BinOp(self, e):
         import torch
         a, b = self.eval(e.left), self.eval(e.right)
-        if e.op == "+":
-            return a + b
-        if e.op == "-":
-            return a - b
-        if e.op == "*":
-            return a * b
+        if e.op in "+-*":
+            fn = {"+": torch.add, "-": torch.sub, "*": torch.mul}[e.op]
+            return self.exact(e, fn(a, b), fn(a.double(), b.double()))
         if e.op == "//":
             return torch.div(a, b, rounding_mode="floor")
         return torch.remainder(a, b)
@@ -168,7 +183,7 @@ class _Grid:
         import torch
         args = [self.eval(a) for a in e.args]
         if e.func == "abs":
-            return torch.abs(args[0])
+            return self.exact(e, torch.abs(args[0]), torch.abs(args[0].double()))
         if e.func in ("min", "max"):
             out = args[0]
             for a in args[1:]:
@@ -176,7 +191,7 @@ class _Grid:
             return out
         if e.func == "hash":
             return hash32(*args)
-        raise AssertionError(f"unchecked call {e.func}")  # the checker admits no other call
+        raise PatternError(f"internal error: unchecked call {e.func}", e.span)  # the checker admits no other
 
     def v_Subscript(self, e):
         import torch
@@ -213,7 +228,7 @@ def evaluate_dense(checked: CheckedPattern, q_len: int, kv_len: int, *, batch: i
     grid = _Grid(checked, q_len, kv_len, batch, heads, q_offset, tensors)
     out = grid.eval(checked.expr)
     if out.dtype != torch.bool:
-        raise AssertionError("checked masks are boolean")
+        raise PatternError("internal error: a checked mask is not boolean")
     return out.expand(batch, heads, q_len, kv_len).contiguous()
 
 
@@ -228,7 +243,9 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
         scale: softmax scale, default 1/sqrt(D).
         return_lse: also return the natural-log log-sum-exp per query [B, Hq, N] (-inf for empty rows).
     Returns:
-        float64 output [B, Hq, N, Dv]; a query with no allowed key gets 0.
+        float64 output [B, Hq, N, Dv]; a query with no allowed key gets 0. Non-finite values follow the
+        kernels: a masked-out key never contributes (a NaN or inf in its v row included); an allowed score
+        of +inf or NaN makes its row NaN; allowed scores of -inf weigh 0 (all of them: the row gets 0).
     """
     import torch
 
@@ -244,7 +261,12 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     scores = torch.matmul(qd, kd.transpose(-1, -2)) * s
     scores = scores.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - lse.unsqueeze(-1).masked_fill(torch.isinf(lse).unsqueeze(-1), 0.0))
+    # a row with no allowed key (lse = -inf) gets 0; an allowed score of +inf or NaN makes its row NaN
+    probs = torch.exp(scores - lse.unsqueeze(-1).masked_fill((lse == float("-inf")).unsqueeze(-1), 0.0))
     probs = probs.masked_fill(~mask, 0.0)
-    out = torch.matmul(probs, vd)
+    # a masked-out key contributes nothing, even where its v row is not finite (0 * NaN would be NaN)
+    bad = ~torch.isfinite(vd).all(dim=-1)                         # [B, H, M]
+    out = torch.matmul(probs, vd.masked_fill(bad.unsqueeze(-1), 0.0))
+    for b, h, j in bad.nonzero().tolist():
+        out[b, h] += torch.where(mask[b, h, :, j, None], probs[b, h, :, j, None] * vd[b, h, j], 0.0)
     return (out, lse) if return_lse else out

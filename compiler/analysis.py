@@ -26,7 +26,7 @@ The result, :class:`Analysis`, its derived numbers and its report live in :mod:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from .values import format_value
 __all__ = ["Analysis", "analyze", "causal_pairs", "receptive_field", "tile_grid"]
 
 _CHUNK_ELEMENTS = POINTS_PER_CALL   # points evaluated per numpy call (a name of its own: tests shrink it)
+SLAB_TILES = 1 << 24                # query x key blocks lowered at once: explain's memory is bounded
 _CELL_GAIN = 4                      # count cell by cell when cells * _CELL_GAIN <= points (None: never): a
                                     # cell costs about as much as 4 points
 
@@ -345,74 +346,119 @@ def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, b
     for name, v, lo in (("layers", layers, 1), ("head_dim", head_dim, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ArgumentError(f"{name} must be an int >= {lo}, got {v!r}")
-    bm, sources = pattern.lowering(q_len, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
-                                   q_offset=q_offset, **inputs)
-    q_start = bm.q_start
-    uses = np.bincount(bm.variant.ravel(), minlength=bm.num_variants)
-    scans = [_scan(bm, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
-
-    allowed = sum(int(u) * s.allowed for u, s in zip(uses, scans))
-    tile_pairs = sum(int(u) * s.tile_pairs for u, s in zip(uses, scans))
-    loose = sum(int(u) * s.loose for u, s in zip(uses, scans))
-    empty_rows = sum(int(u) * int((s.count == 0).sum()) for u, s in zip(uses, scans))
-    qpos = q_start + np.arange(q_len, dtype=np.int64)
-    lookback = lookahead = None
-    max_keys = 0
-    for s in scans:
-        some = s.count > 0
-        if some.any():
-            back = int((qpos[some] - s.kmin[some]).max())
-            ahead = int((s.kmax[some] - qpos[some]).max())
-            lookback = max(back, 0) if lookback is None else max(lookback, back)
-            lookahead = max(ahead, 0) if lookahead is None else max(lookahead, ahead)
-            max_keys = max(max_keys, int(s.count.max()))
-
-    field_, note, extra = _receptive(pattern, bm, scans, layers, heads=heads, batch=batch, block_q=block_q,
-                              block_k=block_k, inputs=inputs)
+    from ..reference import query_positions
+    square = layers > 1 and q_len == kv_len and query_positions(q_len, kv_len, q_offset) == 0
+    f = _facts(pattern, q_len, kv_len, heads=heads, batch=batch, q_offset=q_offset, block_q=block_q,
+               block_k=block_k, inputs=inputs, rows=square)
+    field_, note, extra = _receptive(pattern, f, layers, heads=heads, batch=batch, block_q=block_q,
+                                     block_k=block_k, inputs=inputs)
     params = ", ".join(f"{k}={format_value(v)}" for k, v in pattern.params.items())
     return Analysis(
         pattern=f"{pattern.name}({params})", canonical=pattern.canonical.text, key=pattern.canonical.key,
-        q_len=q_len, kv_len=kv_len, q_start=q_start, heads=heads, batch=batch, block_q=block_q,
-        block_k=block_k, head_dim=head_dim, layers=layers, allowed=allowed, total=batch * heads * q_len * kv_len,
-        tiles=bm.counts(), loose_partial=loose, tile_pairs=tile_pairs,
-        causal_pairs=batch * heads * causal_pairs(q_len, kv_len, q_start), lookback=lookback,
-        lookahead=lookahead, max_keys=max_keys, empty_rows=empty_rows, rows=batch * heads * q_len,
-        receptive_field=field_, receptive_note=note, variants=bm.num_variants,
-        evaluated=sum(s.evaluated for s in scans) + extra,
+        q_len=q_len, kv_len=kv_len, q_start=f.q_start, heads=heads, batch=batch, block_q=block_q,
+        block_k=block_k, head_dim=head_dim, layers=layers, allowed=f.allowed, total=batch * heads * q_len * kv_len,
+        tiles=f.tiles, loose_partial=f.loose, tile_pairs=f.tile_pairs,
+        causal_pairs=batch * heads * causal_pairs(q_len, kv_len, f.q_start), lookback=f.lookback,
+        lookahead=f.lookahead, max_keys=f.max_keys, empty_rows=f.empty_rows, rows=batch * heads * q_len,
+        receptive_field=field_, receptive_note=note, variants=f.variants, evaluated=f.evaluated + extra,
     )
 
 
-def _receptive(pattern, bm: BlockMask, scans: list[_RowFacts], layers: int, *, heads: int, batch: int,
-               block_q: int, block_k: int, inputs: dict) -> tuple[int | None, str, int]:
+@dataclass
+class _Facts:
+    """What analyze needs of every row, summed over heads, batch and slabs of query blocks."""
+
+    q_start: int
+    rows: int
+    kv_len: int
+    allowed: int = 0
+    tile_pairs: int = 0
+    loose: int = 0
+    empty_rows: int = 0
+    evaluated: int = 0
+    variants: int = 0
+    max_keys: int = 0
+    lookback: int | None = None
+    lookahead: int | None = None
+    tiles: dict = field(default_factory=lambda: {"EMPTY": 0, "PARTIAL": 0, "FULL": 0})
+    last: list = field(default_factory=list)       # per batch element: the last query's (min key, max key)
+    earliest: list = field(default_factory=list)   # per batch element: every row's smallest allowed key
+    latest: list = field(default_factory=list)     # ... and largest, merged over heads (when rows=True)
+
+
+def _facts(pattern, q_len: int, kv_len: int, *, heads: int, batch: int, q_offset, block_q: int, block_k: int,
+           inputs: dict, rows: bool) -> _Facts:
+    """Row facts of the whole shape, lowered a slab of query blocks at a time: at most about SLAB_TILES
+    tiles are held at once, so memory follows the slab, not q_len x kv_len (one slab when the pattern has
+    int[q] inputs, which are given for the whole query range)."""
+    from ..reference import check_sizes, query_positions
+    check_sizes(q_len=q_len, kv_len=kv_len, heads=heads, batch=batch)
+    q_start = query_positions(q_len, kv_len, q_offset)
+    f = _Facts(q_start, q_len, kv_len)
+    if rows:
+        f.earliest = [np.full(q_len, BIG, np.int64) for _ in range(batch)]
+        f.latest = [np.full(q_len, -1, np.int64) for _ in range(batch)]
+    step = q_len
+    if not any(axis == "q" for axis in pattern.inputs.values()):
+        step = max(1, SLAB_TILES // max(1, -(-kv_len // block_k))) * block_q
+    for r0 in range(0, max(q_len, 1), max(step, 1)):
+        n = min(step, q_len - r0)
+        bm, sources = pattern.lowering(n, kv_len, block_q=block_q, block_k=block_k, heads=heads, batch=batch,
+                                       q_offset=q_start + r0, **inputs)
+        uses = np.bincount(bm.variant.ravel(), minlength=bm.num_variants)
+        scans = [_scan(bm, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
+        for u, sc in zip(uses, scans):
+            f.allowed += int(u) * sc.allowed
+            f.tile_pairs += int(u) * sc.tile_pairs
+            f.loose += int(u) * sc.loose
+            f.empty_rows += int(u) * int((sc.count == 0).sum())
+        f.evaluated += sum(sc.evaluated for sc in scans)
+        f.variants = max(f.variants, bm.num_variants)
+        for kind, c in bm.counts().items():
+            f.tiles[kind] += c
+        qpos = q_start + r0 + np.arange(n, dtype=np.int64)
+        for sc in scans:
+            some = sc.count > 0
+            if some.any():
+                back = max(int((qpos[some] - sc.kmin[some]).max()), 0)
+                ahead = max(int((sc.kmax[some] - qpos[some]).max()), 0)
+                f.lookback = back if f.lookback is None else max(f.lookback, back)
+                f.lookahead = ahead if f.lookahead is None else max(f.lookahead, ahead)
+                f.max_keys = max(f.max_keys, int(sc.count.max()))
+        for b in range(batch if n else 0):
+            vs = [int(v) for v in bm.variant[b]]
+            if r0 + n == q_len:   # the slab of the last query
+                f.last.append((min(int(scans[v].kmin[-1]) for v in vs), max(int(scans[v].kmax[-1]) for v in vs)))
+            if rows:
+                f.earliest[b][r0:r0 + n] = np.minimum.reduce([scans[v].kmin for v in vs])
+                f.latest[b][r0:r0 + n] = np.maximum.reduce([scans[v].kmax for v in vs])
+    return f
+
+
+def _receptive(pattern, f: _Facts, layers: int, *, heads: int, batch: int, block_q: int, block_k: int,
+               inputs: dict) -> tuple[int | None, str, int]:
     """The receptive field of the last query, the largest over batch elements (heads are merged: a layer's
     output at a position mixes every head)."""
-    q_len, kv_len, q_start = bm.q_len, bm.kv_len, bm.q_start
-    if q_len == 0:
+    if not f.last:
         return None, "no queries", 0
-    last = q_start + q_len - 1
+    last = f.q_start + f.rows - 1
     note, extra = "", 0
     if layers == 1:
-        square, sq_scans = bm, scans
-    elif q_len == kv_len and q_start == 0:
-        square, sq_scans = bm, scans
+        square = None
+    elif f.earliest:   # the queries analysed are every position: their rows serve the layers below
+        square = f
     elif any(axis == "q" for axis in pattern.inputs.values()):
         return None, ("the layers below see every position as a query, but int[q] inputs are given only for "
                       "the queries analysed; use q_len == kv_len"), 0
     else:
         # The layers below compute every key position as a query (self-attention over kv_len positions).
-        square, sources = pattern.lowering(kv_len, kv_len, block_q=block_q, block_k=block_k, heads=heads,
-                                           batch=batch, q_offset=0, **inputs)
-        sq_scans = [_scan(square, v, ir, ins) for v, (ir, ins) in enumerate(sources)]
-        extra = sum(x.evaluated for x in sq_scans)
-        note = f"the layers below are taken as self-attention over all {kv_len:,} positions"
+        square = _facts(pattern, f.kv_len, f.kv_len, heads=heads, batch=batch, q_offset=0, block_q=block_q,
+                        block_k=block_k, inputs=inputs, rows=True)
+        extra = square.evaluated
+        note = f"the layers below are taken as self-attention over all {f.kv_len:,} positions"
     best = 0
     for b in range(batch):
-        # The last query, merged over heads.
-        vs = [int(v) for v in bm.variant[b]]
-        first_min = min(int(scans[v].kmin[-1]) for v in vs)
-        first_max = max(int(scans[v].kmax[-1]) for v in vs)
-        sv = [int(v) for v in square.variant[b]]
-        earliest = np.minimum.reduce([sq_scans[v].kmin for v in sv])
-        latest = np.maximum.reduce([sq_scans[v].kmax for v in sv])
-        best = max(best, receptive_field(last, first_min, first_max, earliest, latest, layers))
+        empty = np.zeros(0, np.int64)
+        earliest, latest = (empty, empty) if square is None else (square.earliest[b], square.latest[b])
+        best = max(best, receptive_field(last, *f.last[b], earliest, latest, layers))
     return best, note, extra

@@ -17,7 +17,8 @@ from typing import Callable
 from ..errors import ParameterError, PatternError, PatternNameError, PatternTypeError, RequirementError, Span
 from . import nodes as N
 from .check_expr import BUILTINS, CONSTANTS, VARIABLES, ExprChecker, Scope, Typed
-from .semantics import literal
+from .ranges import CHECK_POSITIONS, check_ranges
+from .semantics import INT_MAX, INT_MIN, literal
 from .unparse import unparse_expr
 from .values import MAX_COLLECTION, Value, did_you_mean, format_value, length, python_value, type_of_value
 
@@ -44,8 +45,8 @@ RESERVED_PATTERN_NAMES = VARIABLES + BUILTINS
 # named like one of those arguments could never be passed, so it cannot be declared (tests/test_check.py
 # checks that this list covers every public function that takes **inputs).
 RESERVED_INPUT_NAMES = (
-    "batch", "block_k", "block_q", "head_dim", "heads", "k", "kernel", "kv_len", "layers", "pattern", "q",
-    "q_len", "q_offset", "return_lse", "scale", "self", "v",
+    "batch", "block_k", "block_mask", "block_q", "device", "head_dim", "heads", "k", "kernel", "kv_len", "layers",
+    "pattern", "q", "q_len", "q_offset", "return_lse", "scale", "self", "v",
 )
 
 # Parameters are passed as keyword arguments of attnpat.load(path_or_name, pattern, **params),
@@ -54,7 +55,6 @@ RESERVED_INPUT_NAMES = (
 RESERVED_PARAMETER_NAMES = ("name", "path_or_name", "pattern", "self", "text")
 
 MAX_CALL_DEPTH = 32
-MAX_INT = (1 << 63) - 1   # constants in a checked mask must fit in int64 (the dense reference, the kernels)
 
 
 # Resolver: pattern name -> (module that holds it, its definition), or None if unknown. A resolver may also
@@ -177,10 +177,10 @@ class _Checker(ExprChecker):
                 if got != p.type and not (p.type == "set" and got in ("list", "range")):
                     raise ParameterError(f"{where} is {p.type}, got {got} {format_value(value)}",
                                          span or call_span)
-                if p.type == "set" and length(value) > MAX_COLLECTION:
+                if p.type == "set" and not isinstance(value, range) and length(value) > MAX_COLLECTION:
                     raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported",
                                          span or call_span)
-                bound[p.name] = frozenset(value) if p.type == "set" else value
+                bound[p.name] = _as_set(value) if p.type == "set" else value
                 continue
             if p.default is None:
                 raise ParameterError(f"{where} has no default; give a value", call_span or p.span)
@@ -192,9 +192,9 @@ class _Checker(ExprChecker):
             if not ok:
                 raise PatternTypeError(f"the value of parameter '{p.name}' is {typed.type}, but it is declared {p.type}",
                                        p.default.span)
-            if p.type == "set" and length(typed.value) > MAX_COLLECTION:
+            if p.type == "set" and not isinstance(typed.value, range) and length(typed.value) > MAX_COLLECTION:
                 raise PatternTypeError(f"a set may hold at most {MAX_COLLECTION} elements", p.default.span)
-            bound[p.name] = frozenset(typed.value) if p.type == "set" else typed.value
+            bound[p.name] = _as_set(typed.value) if p.type == "set" else typed.value
         return bound
 
     def declare_name(self, name: str, span: Span | None, scope: Scope) -> None:
@@ -305,12 +305,18 @@ def _check_pattern_name(pattern: N.PatternDef) -> None:
                                (f"names no pattern may take: {', '.join(RESERVED_PATTERN_NAMES)}",))
 
 
+def _as_set(value: Value) -> Value:
+    """A set parameter's value as a frozenset -- but a range longer than MAX_COLLECTION stays a range
+    (symbolic: `range(10**12)` is three numbers, and every evaluator tests membership in it arithmetically)."""
+    return value if isinstance(value, range) and length(value) > MAX_COLLECTION else frozenset(value)
+
+
 def _check_int_range(e: N.Expr) -> None:
-    """Every constant left in a checked mask must fit in int64, as every evaluator computes in int64."""
+    """Every constant left in a checked mask must fit in INT_BITS (64) bits (compiler/semantics.py)."""
     for node in N.walk(e):
-        if isinstance(node, N.Num) and not -MAX_INT - 1 <= node.value <= MAX_INT:
-            raise PatternTypeError(f"the constant {node.value} is too large: constants in a mask must lie "
-                                   f"between -2**63 and 2**63 - 1", node.span)
+        if isinstance(node, N.Num) and not INT_MIN <= node.value <= INT_MAX:
+            raise PatternTypeError(f"the constant {format_value(node.value)} is too large: constants in a mask "
+                                   f"must lie between -2**63 and 2**63 - 1", node.span)
 
 
 def _names(e) -> set[str]:
@@ -345,6 +351,9 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
     try:
         mask = checker.check(module, pattern, overrides, None)
         _check_int_range(mask.expr)
+        # what no launch could compute exactly, whatever its shape: a value beyond int64 at int32 positions
+        check_ranges(mask.expr, CHECK_POSITIONS, (0, CHECK_POSITIONS[1]), bits=64, h_range=(0, CHECK_POSITIONS[1]),
+                     b_range=(0, CHECK_POSITIONS[1]), what="attnpat", where="at positions below 2**31")
     except RecursionError:
         raise PatternTypeError("expression nested too deeply", pattern.span) from None
     bound = tuple((p.name, checker.params_out[p.name]) for p in pattern.params)

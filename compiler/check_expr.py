@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import PatternError, PatternNameError, PatternTypeError, Span
 from . import nodes as N
-from .semantics import BUILTINS as TABLE, OPERATORS, literal
+from .semantics import BUILTINS as TABLE, FOLD_BITS, OPERATORS, literal
 from .unparse import unparse_expr
 from .values import MAX_COLLECTION, Value, did_you_mean, length, type_of_value
 
@@ -49,6 +49,8 @@ class Typed:
 
 
 def _const(value, span: Span | None, type_: str | None = None) -> Typed:
+    if isinstance(value, int) and abs(value).bit_length() > FOLD_BITS:   # folding stays cheap, messages short
+        raise PatternTypeError(f"this constant exceeds 2**{FOLD_BITS} in magnitude", span)
     return Typed(literal(value, span), type_ or type_of_value(value), value)
 
 

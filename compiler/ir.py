@@ -106,14 +106,22 @@ def form_text(cq: int, ck: int, c0: int = 0) -> str:
     return " ".join(parts)
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def _lin_text(a: Lin) -> str:
     f = form_text(a.cq, a.ck)
-    if a.lo is not None and a.hi is not None:
-        return f"{f} == {a.lo}" if a.lo == a.hi else f"{a.lo} <= {f} <= {a.hi}"
-    if a.lo is not None:
-        return f"{f} >= {a.lo}"
-    if a.hi is not None:
-        return f"{f} <= {a.hi}"
+    # a bound just past the int64 edge (from `x < -2**63`) is printed strictly, so the text re-parses
+    lo = None if a.lo is None else (f"{a.lo - 1} <", f"{f} > {a.lo - 1}") if a.lo - 1 == _INT64[1] else \
+        (f"{a.lo} <=", f"{f} >= {a.lo}")
+    hi = None if a.hi is None else ("<", f"{f} < {a.hi + 1}", a.hi + 1) if a.hi + 1 == _INT64[0] else \
+        ("<=", f"{f} <= {a.hi}", a.hi)
+    if lo is not None and hi is not None:
+        return f"{f} == {a.lo}" if a.lo == a.hi else f"{lo[0]} {f} {hi[0]} {hi[2]}"
+    if lo is not None:
+        return lo[1]
+    if hi is not None:
+        return hi[1]
     return "True"
 
 

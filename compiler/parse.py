@@ -18,8 +18,11 @@ from lark.indenter import Indenter
 
 from ..errors import PatternError, PatternSyntaxError, Source, Span
 from . import nodes as N
+from .values import MAX_COLLECTION
 
-__all__ = ["parse_module", "parse_expr"]
+__all__ = ["parse_module", "parse_expr", "MAX_LITERAL_DIGITS"]
+
+MAX_LITERAL_DIGITS = 300   # digits in one integer literal (the folder's bound, FOLD_BITS, is about 308)
 
 _BRACKETS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 
@@ -65,7 +68,8 @@ def _parser() -> Lark:
 _READABLE = {
     "NAME": "a name", "INT": "a number", "_NL": "end of line", "_INDENT": "an indented block",
     "_DEDENT": "end of the indented block", "$END": "end of file", "TYPE": "a type (int, bool, set, list)",
-    "AXIS": "'q' or 'k'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '//' or '%'",
+    "AXIS": "'q' or 'k'", "_PATTERN": "'pattern'", "_REQUIRE": "'require'", "_INPUT": "'input'",
+    "_MASK": "'mask'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '//' or '%'",
 }
 
 
@@ -201,7 +205,7 @@ _CHAR_HINTS = {
 
 def _starts_unindented_body(source: Source, tok: Token) -> bool:
     """Whether `tok` starts a line right after a pattern header, at the header's indentation."""
-    if tok.line is None or tok.line < 2 or tok.type.startswith("_"):
+    if tok.line is None or tok.line < 2 or tok.type in ("_NL", "_INDENT", "_DEDENT"):
         return False
     if source.line(tok.line)[:tok.column - 1].strip():
         return False
@@ -327,7 +331,11 @@ class _ToAST(Transformer):
 
     @v_args(meta=True)
     def num(self, meta, children):
-        return N.Num(int(children[0]), self._span(meta))
+        text = str(children[0])
+        if len(text) > MAX_LITERAL_DIGITS:   # before int(): Python refuses over 4300 digits, and work grows
+            raise PatternSyntaxError(f"this number has {len(text)} digits; at most {MAX_LITERAL_DIGITS} are "
+                                     f"allowed (constants in a mask must fit in 64 bits)", self._span(meta))
+        return N.Num(int(text), self._span(meta))
 
     @v_args(meta=True)
     def true(self, meta, children):
@@ -372,9 +380,47 @@ class _ToAST(Transformer):
         return [c for c in children if c is not None]
 
 
+def _precheck(text: str, source: Source) -> None:
+    """Refuse a set or list literal of more than MAX_COLLECTION elements before lark spends seconds on it:
+    one pass counting the commas at each bracket's own depth (comments skipped)."""
+    if text.count(",") < MAX_COLLECTION:
+        return
+    stack: list[list[int]] = []   # per open bracket: [offset, commas]
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "([{":
+            stack.append([i, 0])
+        elif c in ")]}" and stack:
+            start, commas = stack.pop()
+            j = i - 1
+            while j > start and text[j].isspace():
+                j -= 1
+            # elements: the commas, plus one unless a trailing comma ends the literal
+            if commas + (text[j] != ",") > MAX_COLLECTION and text[start] in "[{":
+                _too_many(source, text, start)
+        elif c == "," and stack:
+            stack[-1][1] += 1
+            if stack[-1][1] > MAX_COLLECTION and text[stack[-1][0]] in "[{":
+                _too_many(source, text, stack[-1][0])
+        i += 1
+
+
+def _too_many(source: Source, text: str, start: int):
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    raise PatternSyntaxError(f"a set or list literal may hold at most {MAX_COLLECTION} elements",
+                             _span_at(source, line, column))
+
+
 def _tree(text: str, source: Source, start: str = "start"):
     if not text.endswith("\n"):
         text += "\n"
+    _precheck(text, source)
     try:
         return _parser().parse(text, start=start)
     except _BadDedent as exc:

@@ -26,17 +26,29 @@ import numpy as np
 from ..errors import ArgumentError, PatternTypeError
 from . import nodes as N
 from .hashing import HASH_INIT, hash32
-from .values import length
+from .interval_rules import (
+    ALL, NONE, SOME, iv_abs, iv_eq, iv_floordiv, iv_hash, iv_member, iv_mod, iv_mul, iv_not, trit,
+)
+from .values import MAX_BITS, length
 
 __all__ = [
     "Operator", "Builtin", "OPERATORS", "BUILTINS", "ALL", "SOME", "NONE",
     "PREC_OR", "PREC_AND", "PREC_NOT", "PREC_CMP", "PREC_ADD", "PREC_MUL", "PREC_UNARY", "PREC_ATOM",
-    "operator_of", "precedence", "evaluate", "literal", "fold", "constant", "length", "runs", "HELPERS",
+    "INT_BITS", "INT_MIN", "INT_MAX", "FOLD_BITS", "operator_of", "precedence", "evaluate", "literal", "fold",
+    "constant", "length", "runs", "HELPERS",
 ]
+
+# -- the integers -------------------------------------------------------------------------------------------
+# The language's arithmetic is exact (Python integers). Every evaluator must either compute it exactly or
+# refuse: constants fold exactly up to FOLD_BITS bits; a checked mask's constants fit in INT_BITS bits; and
+# compiler/ranges.py refuses, with the span, a sub-expression whose range over a shape exceeds the width
+# an evaluator computes in (INT_BITS for block masks and the reference, the kernel's for kernels).
+INT_BITS = 64
+INT_MIN, INT_MAX = -(1 << (INT_BITS - 1)), (1 << (INT_BITS - 1)) - 1
+FOLD_BITS = MAX_BITS
 
 # -- trits and binding strengths -----------------------------------------------------------------------
 
-NONE, SOME, ALL = np.int8(0), np.int8(1), np.int8(2)
 
 # Binding strength, loosest first (unparse puts parentheses around an operand printed below what it needs).
 PREC_OR, PREC_AND, PREC_NOT, PREC_CMP, PREC_ADD, PREC_MUL, PREC_UNARY, PREC_ATOM = range(1, 9)
@@ -190,59 +202,6 @@ def _tt_chain(fn: str) -> Callable[..., str]:
     return emit
 
 
-# -- interval rules ---------------------------------------------------------------------------------------
-
-
-def _iv_mul(a, b):
-    c = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
-    return np.minimum.reduce(c), np.maximum.reduce(c)
-
-
-def _iv_floordiv(a, b):
-    m = b[0]
-    x, y = np.floor_divide(a[0], m), np.floor_divide(a[1], m)
-    return np.minimum(x, y), np.maximum(x, y)
-
-
-def _iv_mod(a, b):
-    m = b[0]
-    same = np.floor_divide(a[0], m) == np.floor_divide(a[1], m)
-    lo, hi = np.where(m > 0, 0, m + 1), np.where(m > 0, m - 1, 0)   # x % m lies in [0, m) or (m, 0]
-    return np.where(same, np.mod(a[0], m), lo), np.where(same, np.mod(a[1], m), hi)
-
-
-def _iv_abs(a):
-    lo, hi = a
-    return np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0)), np.maximum(np.abs(lo), np.abs(hi))
-
-
-def _iv_hash(*args):
-    single = np.logical_and.reduce([np.asarray(lo) == np.asarray(hi) for lo, hi in args])
-    with np.errstate(over="ignore"):   # 64-bit wrap-around is part of the definition
-        h = hash32(*[np.asarray(lo, np.int64) for lo, _ in args])
-    h = np.broadcast_to(np.asarray(h, np.int64), np.shape(single))
-    return np.where(single, h, 0), np.where(single, h, 0xFFFFFFFF)
-
-
-def _trit(all_, none):
-    return np.where(all_, ALL, np.where(none, NONE, SOME)).astype(np.int8)
-
-
-def _iv_eq(a, b):
-    return _trit((a[0] == a[1]) & (b[0] == b[1]) & (a[0] == b[0]), (a[1] < b[0]) | (b[1] < a[0]))
-
-
-def _iv_member(a, container):
-    values = _np_values(container)
-    a0, a1 = a
-    inside = np.searchsorted(values, a1, "right") - np.searchsorted(values, a0, "left")
-    return _trit((inside != 0) & ((a0 == a1) | (inside == a1 - a0 + 1)), inside == 0)
-
-
-def _iv_not(t):
-    return (2 - np.asarray(t)).astype(np.int8)
-
-
 # -- the table ---------------------------------------------------------------------------------------------
 
 
@@ -275,31 +234,31 @@ OPERATORS: dict[str, Operator] = {
                   triton=lambda a, b: f"({a} - {b})", sympy=operator.sub, polynomial=True,
                   interval=lambda a, b: (a[0] - b[1], a[1] - b[0])),
     "*": Operator("*", "arith", PREC_MUL, 2, python=operator.mul, numpy=np.multiply, torch=operator.mul,
-                  triton=lambda a, b: f"({a} * {b})", sympy=operator.mul, polynomial=True, interval=_iv_mul),
+                  triton=lambda a, b: f"({a} * {b})", sympy=operator.mul, polynomial=True, interval=iv_mul),
     "//": Operator("//", "arith", PREC_MUL, 2, python=operator.floordiv, numpy=np.floor_divide,
                    torch=lambda a, b: _torch().div(a, b, rounding_mode="floor"),
                    triton=lambda a, b: f"_floordiv({a}, {b})", helpers=("_floordiv",),
-                   sympy=lambda a, b: _sympy().floor(a / b), interval=_iv_floordiv),
+                   sympy=lambda a, b: _sympy().floor(a / b), interval=iv_floordiv),
     "%": Operator("%", "arith", PREC_MUL, 2, python=operator.mod, numpy=np.mod,
                   torch=lambda a, b: _torch().remainder(a, b),
                   triton=lambda a, b: f"_pymod({a}, {b})", helpers=("_floordiv", "_pymod"),
-                  sympy=lambda a, b: _sympy().Mod(a, b), interval=_iv_mod),
+                  sympy=lambda a, b: _sympy().Mod(a, b), interval=iv_mod),
     "neg": Operator("-", "unary", PREC_UNARY, 1, python=operator.neg, numpy=np.negative, torch=operator.neg,
                     triton=lambda a: f"(-{a})", sympy=operator.neg, polynomial=True,
                     interval=lambda a: (-a[1], -a[0])),
-    "<": _compare("<", "lt", lambda a, b: _trit(a[1] < b[0], a[0] >= b[1])),
-    "<=": _compare("<=", "le", lambda a, b: _trit(a[1] <= b[0], a[0] > b[1])),
-    ">": _compare(">", "gt", lambda a, b: _trit(a[0] > b[1], a[1] <= b[0])),
-    ">=": _compare(">=", "ge", lambda a, b: _trit(a[0] >= b[1], a[1] < b[0])),
-    "==": _compare("==", "eq", _iv_eq),
-    "!=": _compare("!=", "ne", lambda a, b: _iv_not(_iv_eq(a, b))),
+    "<": _compare("<", "lt", lambda a, b: trit(a[1] < b[0], a[0] >= b[1])),
+    "<=": _compare("<=", "le", lambda a, b: trit(a[1] <= b[0], a[0] > b[1])),
+    ">": _compare(">", "gt", lambda a, b: trit(a[0] > b[1], a[1] <= b[0])),
+    ">=": _compare(">=", "ge", lambda a, b: trit(a[0] >= b[1], a[1] < b[0])),
+    "==": _compare("==", "eq", iv_eq),
+    "!=": _compare("!=", "ne", lambda a, b: iv_not(iv_eq(a, b))),
     "in": Operator("in", "member", PREC_CMP, 2, python=lambda a, b: a in b,
                    numpy=_np_member, torch=_torch_member,
-                   triton=_tt_member, helpers=("_floordiv", "_pymod"), interval=_iv_member, negation="not in"),
+                   triton=_tt_member, helpers=("_floordiv", "_pymod"), interval=iv_member, negation="not in"),
     "not in": Operator("not in", "member", PREC_CMP, 2, python=lambda a, b: a not in b,
                        numpy=lambda a, b: ~_np_member(a, b), torch=lambda a, b: ~_torch_member(a, b),
                        triton=lambda a, b: f"(~{_tt_member(a, b)})", helpers=("_floordiv", "_pymod"),
-                       interval=lambda a, b: _iv_not(_iv_member(a, b)), negation="in"),
+                       interval=lambda a, b: iv_not(iv_member(a, b)), negation="in"),
     "and": Operator("and", "bool", PREC_AND, None, python=lambda *xs: all(xs), numpy=_reduce(np.logical_and),
                     torch=_reduce(operator.and_), triton=lambda *xs: "(" + " & ".join(xs) + ")",
                     sympy=lambda *xs: _sympy().And(*xs),
@@ -310,13 +269,13 @@ OPERATORS: dict[str, Operator] = {
                    interval=lambda *ts: np.maximum.reduce([np.asarray(t) for t in ts]).astype(np.int8)),
     "not": Operator("not", "unary", PREC_NOT, 1, python=operator.not_, numpy=np.logical_not,
                     torch=lambda a: _torch().logical_not(a), triton=lambda a: f"(~{a})",
-                    sympy=lambda a: _sympy().Not(a), interval=_iv_not),
+                    sympy=lambda a: _sympy().Not(a), interval=iv_not),
 }
 
 # In the order the language documents them (error messages list them so).
 BUILTINS: dict[str, Builtin] = {
     "abs": Builtin("abs", PREC_ATOM, 1, 1, 1, True, python=abs, numpy=np.abs, torch=lambda a: _torch().abs(a),
-                   triton=lambda a: f"tl.abs({a})", sympy=lambda a: _sympy().Abs(a), interval=_iv_abs),
+                   triton=lambda a: f"tl.abs({a})", sympy=lambda a: _sympy().Abs(a), interval=iv_abs),
     "min": Builtin("min", PREC_ATOM, None, 2, None, True, python=lambda *xs: min(xs),
                    numpy=lambda *xs: np.minimum.reduce(np.broadcast_arrays(*xs)),
                    torch=_reduce(lambda a, b: _torch().minimum(a, b)), triton=_tt_chain("minimum"),
@@ -330,7 +289,7 @@ BUILTINS: dict[str, Builtin] = {
     "len": Builtin("len", PREC_ATOM, 1, 1, 1, False, python=length),
     "range": Builtin("range", PREC_ATOM, None, 1, 3, False, python=lambda *xs: range(*xs)),
     "hash": Builtin("hash", PREC_ATOM, None, 1, 16, True, python=hash32, numpy=lambda *xs: _np_hash(*xs),
-                    torch=hash32, triton=_tt_hash, helpers=("_hash_step",), interval=_iv_hash),
+                    torch=hash32, triton=_tt_hash, helpers=("_hash_step",), interval=iv_hash),
 }
 
 
@@ -463,7 +422,10 @@ def fold(expr: N.Expr, env: dict[str, int] | None = None) -> N.Expr:
             if all(map(_scalar, operands)):
                 if isinstance(e, N.BinOp) and e.op in ("//", "%") and e.right.value == 0:
                     raise PatternTypeError("division by zero", e.right.span)
-                return literal(operator_of(e).python(*(x.value for x in operands)), e.span)
+                value = operator_of(e).python(*(x.value for x in operands))
+                if abs(value).bit_length() > FOLD_BITS:   # keeps folding cheap and every message short
+                    raise PatternTypeError(f"this constant exceeds 2**{FOLD_BITS} in magnitude", e.span)
+                return literal(value, e.span)
             return e
         if isinstance(e, N.Compare):
             values = [_value(x) for x in (e.left,) + e.comparators]

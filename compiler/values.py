@@ -12,11 +12,13 @@ from typing import Iterable, Union
 
 from ..errors import ParameterError
 
-__all__ = ["Value", "MAX_COLLECTION", "format_value", "did_you_mean", "type_of_value", "python_value", "length"]
+__all__ = ["Value", "MAX_COLLECTION", "MAX_BITS", "describe", "format_value", "did_you_mean", "type_of_value",
+           "python_value", "length"]
 
 Value = Union[int, bool, frozenset, tuple, range]
 
 MAX_COLLECTION = 1 << 16  # elements in one set/list/range constant; keeps a typo from eating memory
+MAX_BITS = 1024           # magnitude of any constant, given or folded (semantics.FOLD_BITS): work stays small
 
 
 def length(value) -> int:
@@ -33,13 +35,29 @@ def format_value(value: object) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, (frozenset, set)):
-        return "{" + ", ".join(map(str, sorted(value))) + "}"
+        return "{" + ", ".join(map(format_value, sorted(value))) + "}"
     if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(map(str, value)) + "]"
+        return "[" + ", ".join(map(format_value, value)) + "]"
     if isinstance(value, range):
-        step = f", {value.step}" if value.step != 1 else ""
-        return f"range({value.start}, {value.stop}{step})"
+        step = f", {format_value(value.step)}" if value.step != 1 else ""
+        return f"range({format_value(value.start)}, {format_value(value.stop)}{step})"
+    if isinstance(value, int) and abs(value).bit_length() > 200:
+        # a huge folded value: its digits would swamp the message (and str() refuses over 4300 digits)
+        digits = int(abs(value).bit_length() * 0.30103) + 1
+        return f"{'-' if value < 0 else ''}<a number of about {digits} digits>"
     return str(value)
+
+
+def describe(value: object) -> str:
+    """Any value a user passed, for a message: constants as format_value prints them (huge ints
+    shortened), anything else as a repr cut to 80 characters."""
+    if isinstance(value, (bool, int, frozenset, set, tuple, list, range)):
+        try:
+            return format_value(value)
+        except (TypeError, ValueError):
+            pass
+    text = repr(value) if not isinstance(value, int) else format_value(int(value))
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def did_you_mean(name: str, candidates: Iterable[str], what: str = "") -> str:
@@ -72,7 +90,7 @@ def python_value(value: object, type_: str, where: str) -> Value:
         where: how to name the parameter in an error, e.g. "parameter 'window' of 'sliding_window'".
     """
     def bad(expected: str) -> ParameterError:
-        return ParameterError(f"{where} expects {expected}, got {value!r} ({type(value).__name__})")
+        return ParameterError(f"{where} expects {expected}, got {describe(value)} ({type(value).__name__})")
 
     def as_int(x) -> int:
         # A bool is not an int here -- nor a numpy bool or a bool tensor (torch.tensor(True).__index__() is 1).
@@ -82,7 +100,10 @@ def python_value(value: object, type_: str, where: str) -> Value:
         return int(x.__index__())
 
     if type_ == "int":
-        return as_int(value)
+        v = as_int(value)
+        if abs(v).bit_length() > MAX_BITS:
+            raise ParameterError(f"{where}: {describe(v)} is too large (at most 2**{MAX_BITS} in magnitude)")
+        return v
     if type_ == "bool":
         # numpy's bool scalar is numpy.bool_ before numpy 2 and numpy.bool from numpy 2 on.
         if isinstance(value, bool) or (type(value).__module__ == "numpy"
@@ -92,9 +113,13 @@ def python_value(value: object, type_: str, where: str) -> Value:
     if type_ in ("set", "list"):
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise bad(f"a {type_} of integers")
+        if type_ == "set" and isinstance(value, range) and length(value) > MAX_COLLECTION:
+            return value   # symbolic: never materialised (compiler/check.py keeps it so)
         if hasattr(value, "__len__") and length(value) > MAX_COLLECTION:   # before iterating range(10**12)
             raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
         items = [as_int(x) for x in value]
+        if any(abs(x).bit_length() > MAX_BITS for x in items):
+            raise ParameterError(f"{where}: an element is too large (at most 2**{MAX_BITS} in magnitude)")
         if len(items) > MAX_COLLECTION:
             raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
         return frozenset(items) if type_ == "set" else tuple(items)

@@ -18,7 +18,6 @@ mode is on and q, k or v requires grad, so a pattern kernel is a drop-in for
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +25,12 @@ from torch.autograd.function import once_differentiable
 
 from ..compiler import pipeline
 from ..compiler.codegen import signature
-from ..reference import prepare_inputs, query_positions
 from . import cache
 from .backend import interpreting, target_name
-from .launch import LOG2E, aot_request, dot_precision, input_args, pow2
+from .launch import LOG2E, aot_request, device_arch, dot_precision, input_args, pow2
 
-__all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "attention_backward", "bwd_module",
+__all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "record",
+           "attention_backward", "bwd_module",
            "bwd_source", "bwd_aot_requests"]
 
 
@@ -131,13 +130,12 @@ def bwd_module(kernel, device: torch.device):
 # -- the backward pass ------------------------------------------------------------------------------
 
 
-def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offset=None, inputs=None,
-                       needs=(True, True, True)):
-    """Gradients (dq, dk, dv) of ``out = kernel(q, k, v)`` given dout, from the saved out and natural-log lse.
+def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, needs=(True, True, True)):
+    """Gradients (dq, dk, dv) of ``out = kernel(q, k, v)`` given dout, from the saved out and natural-log lse and
+    the forward's block mask (a runtime.blockmask.PreparedMask: its inputs and tables are reused).
 
     Entries of the result whose `needs` flag is False are None (their kernel is not launched).
     """
-    inputs = dict(inputs or {})
     B, Hq, N, D = q.shape
     Hkv, M = k.shape[1], k.shape[2]
     device = q.device
@@ -149,15 +147,11 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
     do = dout.to(q.dtype).contiguous()
     delta = (do.float() * out.float()).sum(-1).contiguous()                      # [B, Hq, N]
     lse2 = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse * LOG2E).contiguous()
-    tensors = prepare_inputs(kernel.pattern.checked, N, M, B, inputs)
-    arch = None
-    if device.type == "cuda" and not interpreting():
-        major, minor = torch.cuda.get_device_capability(device)
-        arch = 10 * major + minor
-    cfg = kernel.bwd_config(D, q.dtype, arch)
+    cfg = kernel.bwd_config(D, q.dtype, device_arch(device))
     module = bwd_module(kernel, device)
-    common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta, **input_args(kernel.plan.inputs, tensors, device),
-                  H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=query_positions(N, M, q_offset),
+    common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta,
+                  **input_args(kernel.plan.inputs, mask.kernel_inputs(), device),
+                  H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
                   qk_scale=scale * LOG2E, sm_scale=scale, HEAD_DIM=D, HEAD_DIM_P=pow2(D),
                   DOT_PRECISION=dot_precision(q.dtype))
     for sig, c, grid, outputs in (
@@ -165,8 +159,7 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
             (signature.dq(kernel.plan), cfg.dq, (-(-N // cfg.dq.block_m), B * Hq), dict(DQ=dq))):
         if any(t is None for t in outputs.values()):
             continue   # that gradient is not needed
-        tables = kernel.tables(N, M, c.block_m, c.block_n, Hq, B, q_offset, inputs, device,
-                               transposed=sig.kernel == "attn_bwd_dkdv")
+        tables = mask.tables(c.block_m, c.block_n, B, Hq, transposed=sig.kernel == "attn_bwd_dkdv")
         extra = {"HKV": Hkv} if sig.kernel == "attn_bwd_dkdv" else {}
         args = sig.bind(**common, **outputs, **tables, **extra, BLOCK_M=c.block_m, BLOCK_N=c.block_n,
                         EVEN_N=(M % c.block_n == 0))
@@ -175,16 +168,13 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, q_offse
 
 
 class _Attention(torch.autograd.Function):
-    """out = pattern attention(q, k, v); inputs after v are non-differentiable settings."""
+    """out = pattern attention(q, k, v); the arguments after v are non-differentiable settings."""
 
     @staticmethod
-    def forward(ctx, q, k, v, kernel, scale, q_offset, inputs, return_lse):
-        # grad mode is off in here, so the Kernel call runs the forward kernel directly
-        out, lse = kernel(q, k, v, scale=scale, return_lse=True, q_offset=q_offset, **inputs)
+    def forward(ctx, q, k, v, kernel, scale, mask, return_lse):
+        out, lse = kernel.forward(q, k, v, scale, True, mask)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.kernel, ctx.scale, ctx.q_offset, ctx.inputs = kernel, scale, q_offset, inputs
-        # attention()'s cached kernel refers to its pattern weakly; the backward needs it alive
-        ctx.pattern = kernel.pattern
+        ctx.kernel, ctx.scale, ctx.mask = kernel, scale, mask
         if return_lse:
             ctx.mark_non_differentiable(lse)
             return out, lse
@@ -194,16 +184,22 @@ class _Attention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout, *_dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(ctx.kernel, q, k, v, out, lse, dout, scale=ctx.scale,
-                                        q_offset=ctx.q_offset, inputs=ctx.inputs, needs=ctx.needs_input_grad[:3])
-        return dq, dk, dv, None, None, None, None, None
+        dq, dk, dv = attention_backward(ctx.kernel, q, k, v, out, lse, dout, scale=ctx.scale, mask=ctx.mask,
+                                        needs=ctx.needs_input_grad[:3])
+        return dq, dk, dv, None, None, None, None
 
 
-def attention_with_grad(kernel, q, k, v, *, scale=None, return_lse=False, q_offset=None, **inputs):
-    """``kernel(q, k, v, ...)`` recorded for autograd (what Kernel.__call__ runs when grad is needed)."""
-    if scale is None and isinstance(q, torch.Tensor) and q.dim() == 4:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    return _Attention.apply(q, k, v, kernel, scale, q_offset, inputs, bool(return_lse))
+def record(kernel, q, k, v, *, scale: float, return_lse: bool, mask):
+    """The forward recorded for autograd, on checked arguments and the call's block mask (what Kernel.__call__
+    runs when grad is needed)."""
+    return _Attention.apply(q, k, v, kernel, scale, mask, bool(return_lse))
+
+
+def attention_with_grad(kernel, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
+    """``kernel(q, k, v, ...)`` with grad mode on: recorded for autograd when q, k or v requires grad."""
+    with torch.enable_grad():
+        return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, block_mask=block_mask,
+                      **inputs)
 
 
 # -- ahead-of-time compile requests -------------------------------------------------------------------

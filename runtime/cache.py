@@ -15,16 +15,20 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cache_dir", "entry_key", "generator_digest", "get_module", "clear_memory", "CHECK_PREFIX"]
+__all__ = ["cache_dir", "entry_key", "generator_digest", "get_module", "compiled_value", "store_compiled",
+           "clear_memory",
+           "CHECK_PREFIX"]
 
 CHECK_PREFIX = "# attnpat-checksum: "
 _MEMORY: dict[tuple[str, bool], object] = {}
+_COMPILED: dict[str, object] = {}   # compiled values by entry key (bounded: see compiled_value)
 _LOCK = threading.Lock()
 
 
@@ -99,15 +103,20 @@ def _read_valid(path: Path) -> str | None:
 
 
 def _write_atomic(path: Path, body: str) -> None:
+    _replace_atomic(path, (body + CHECK_PREFIX + _checksum(body) + "\n").encode("utf-8"))
+
+
+def _replace_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` and rename it into place: concurrent writers leave one
+    whole file, and readers never see half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = body + CHECK_PREFIX + _checksum(body) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)   # atomic: concurrent writers leave one whole file
+        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -161,3 +170,71 @@ def clear_memory() -> None:
     """Forget the in-memory entries (tests use it to force disk reads)."""
     with _LOCK:
         _MEMORY.clear()
+        _COMPILED.clear()
+
+
+# -- the compiled value (canonical form + plan), for a cold start without the simplifier ----------------------
+
+def compiled_key(checked) -> str:
+    """sha256 over the checked pattern (pickled: expression, parameters, inputs, spans), the attnpat version and
+    the code generator's digest -- the kernel entries' ingredients that exist before simplifying."""
+    from .._version import __version__
+    h = hashlib.sha256(pickle.dumps(checked, protocol=5))
+    h.update(json.dumps({"attnpat": __version__, "generator": _generator_digest()}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def compiled_value(checked, build: Callable[[object], object]):
+    """The compiled value of a checked pattern: from memory, else from its disk entry next to the kernels
+    (c_<key>.pkl, checksummed like them; written by store_compiled when a kernel is made), else
+    `build(checked)` -- the simplifier, seconds for some patterns. An unreadable or stale entry is a miss."""
+    key = compiled_key(checked)
+    hit = _COMPILED.get(key)
+    if hit is not None:
+        return hit
+    value = _read_pickle(_compiled_path(key), checked)
+    if value is None:
+        value = build(checked)
+    _remember(key, value)
+    return value
+
+
+def store_compiled(compiled) -> None:
+    """Write a compiled value's disk entry unless a good one exists: the runtime calls it when it makes a
+    kernel, so that the next process's first call skips the simplifier (explaining a pattern writes nothing)."""
+    key = compiled_key(compiled.checked)
+    path = _compiled_path(key)
+    if _read_pickle(path, compiled.checked) is not None:
+        return
+    try:
+        body = pickle.dumps(compiled, protocol=5)
+        _replace_atomic(path, body + hashlib.sha256(body).hexdigest().encode())
+    except OSError:
+        pass   # a read-only cache directory only costs the next process the simplifier
+    _remember(key, compiled)
+
+
+def _compiled_path(key: str) -> Path:
+    return cache_dir() / f"c_{key[:40]}.pkl"
+
+
+def _remember(key: str, value) -> None:
+    with _LOCK:
+        if len(_COMPILED) >= 256:
+            _COMPILED.clear()
+        _COMPILED[key] = value
+
+
+def _read_pickle(path: Path, checked):
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    body, digest = data[:-64], data[-64:]
+    if len(data) <= 64 or hashlib.sha256(body).hexdigest().encode() != digest:
+        return None
+    try:
+        value = pickle.loads(body)   # our own entry (checksummed), as trusted as the kernel modules beside it
+    except Exception:
+        return None
+    return value if getattr(value, "checked", None) == checked else None

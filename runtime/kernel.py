@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 
 from ..compiler import pipeline
 from ..compiler.codegen import KernelPlan, signature
 from ..errors import ArgumentError
-from ..reference import prepare_inputs, query_positions
+from ..compiler.values import format_value
 from . import cache
 from .backend import interpreting, target_name
+from .blockmask import PreparedMask, check_q_offset, prepare
 from .checks import check_qkv
-from .launch import LOG2E, aot_request as _aot_request, dot_precision, input_args, pow2
+from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, pow2
 
-__all__ = ["Kernel", "compile", "attention", "KernelConfig", "default_config"]
+__all__ = ["Kernel", "compile", "attention", "prepared_mask", "KernelConfig", "default_config"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _warned_interpreter = False
@@ -82,10 +84,12 @@ class Kernel:
     log-sum-exp [B, Hq, N] in fp32 (-inf for a query with no allowed key, whose output is 0).
     """
 
-    def __init__(self, pattern, /, *, block_m: int | None = None, block_n: int | None = None,
+    def __init__(self, compiled, /, *, block_m: int | None = None, block_n: int | None = None,
                  num_warps: int | None = None, num_stages: int | None = None, **backward: int | None):
-        self._pattern = pattern
-        self.compiled: pipeline.Compiled = pattern.compiled
+        # the compiled value only: a kernel never holds the front-end Pattern (attention()'s cache of kernels
+        # keyed by Patterns needs no weak reference back)
+        self.compiled: pipeline.Compiled = getattr(compiled, "compiled", compiled)
+        self._stored = False
         self.canonical = self.compiled.canonical
         self.plan: KernelPlan = self.compiled.plan
         unknown = sorted(set(backward) - set(_BWD_OPTIONS))
@@ -105,13 +109,7 @@ class Kernel:
             which: {f: given[f"{which}_{f}"] if given[f"{which}_{f}"] is not None else given[f"bwd_{f}"]
                     for f in _TILE_FIELDS}
             for which in ("dkdv", "dq")}
-        self._static_masks: dict = {}
-
-    @property
-    def pattern(self):
-        """The compiled Pattern."""
-        p = self._pattern
-        return p() if isinstance(p, weakref.ref) else p
+        self._static_masks: dict = {}   # masks of patterns without runtime inputs, per shape and device
 
     @property
     def key(self) -> str:
@@ -144,47 +142,40 @@ class Kernel:
         """The imported kernel module for a device (interpreter on CPU)."""
         key = cache.entry_key(self.key, {"plan": self.plan.mode, "kernel": "fwd"}, target_name(device))
         module, _ = cache.get_module(key, self.source, interpret=interpreting())
+        if not self._stored:   # beside the kernel, so the next process's first call skips the simplifier
+            cache.store_compiled(self.compiled)
+            self._stored = True
         return module
 
-    def tables(self, q_len, kv_len, block_m, block_n, heads, batch, q_offset, inputs, device, *,
-               transposed: bool = False):
-        """Block-mask tables on `device` as the kernels read them, by parameter name: Variant, RowPtrP, ColIdxP,
-        RowPtrF, ColIdxF (compressed rows per query block: forward, dQ; or, transposed, per key block: dK/dV)
-        and their row count NUM_QB (NUM_KB when transposed).
-
-        Band plans take none: an empty dict. Masks without runtime inputs are cached per shape.
-        """
-        if self.plan.mode == "band":
-            return {}
-        cache_key = (q_len, kv_len, block_m, block_n, heads, batch, q_offset, str(device))
-        entry = None if inputs else self._static_masks.get(cache_key)
-        if entry is None:
-            bm = self.pattern.block_mask(q_len, kv_len, block_q=block_m, block_k=block_n, heads=heads,
-                                         batch=batch, q_offset=q_offset, **inputs)
-
-            def dev(a):
-                return torch.from_numpy(a.astype("int32", copy=False).ravel()).to(device)
-
-            def csr(ptr, idx):   # an empty index array still needs one readable element
-                return dev(ptr), dev(idx if len(idx) else ptr[:1, :1])
-            def named(count, n, partial, full):
-                return dict(zip(("Variant", "RowPtrP", "ColIdxP", "RowPtrF", "ColIdxF", count),
-                                (variant, *csr(*partial), *csr(*full), n)))
-            variant = dev(bm.variant)
-            entry = (named("NUM_QB", bm.num_q_blocks, (bm.partial_ptr, bm.partial_idx), (bm.full_ptr, bm.full_idx)),
-                     named("NUM_KB", bm.num_k_blocks, (bm.t_partial_ptr, bm.t_partial_idx),
-                           (bm.t_full_ptr, bm.t_full_idx)))
-            if not inputs:
-                self._static_masks[cache_key] = entry
-        return entry[1 if transposed else 0]
+    def mask(self, N: int, M: int, B: int, H: int, q_offset, device, block_mask=None,
+             inputs: dict | None = None) -> PreparedMask:
+        """The block mask of a call: `block_mask` checked against the call (ArgumentError), else one made for
+        it -- its runtime inputs validated once and kept on `device` (cached per shape when there are none)."""
+        inputs = inputs or {}
+        if block_mask is not None:
+            if not isinstance(block_mask, PreparedMask):
+                raise ArgumentError(f"'block_mask' must be made by attnpat.block_mask, got "
+                                    f"{type(block_mask).__name__}")
+            if inputs:
+                raise ArgumentError(f"runtime input '{sorted(inputs)[0]}' given with 'block_mask': the mask "
+                                    f"holds its inputs; pass them to attnpat.block_mask")
+            block_mask.check(self.compiled, B, H, N, M, device, q_offset)
+            return block_mask
+        if self.compiled.checked.inputs or inputs:
+            return prepare(self.compiled, N, M, batch=B, heads=H if self.plan.uses_h else None, q_offset=q_offset,
+                           device=device, inputs=inputs)
+        key = (N, M, q_offset, H if self.plan.uses_h else None, B if self.plan.uses_b else None, str(device))
+        found = self._static_masks.get(key)
+        if found is None:
+            if len(self._static_masks) >= 32:   # a few shapes are typical; stay bounded regardless
+                self._static_masks.clear()
+            found = self._static_masks[key] = prepare(
+                self.compiled, N, M, batch=key[4], heads=key[3], q_offset=q_offset, device=device)
+        return found
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
-                 return_lse: bool = False, q_offset: int | None = None, **inputs):
-        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in (q, k, v)):
-            # training: record the call for autograd (generated backward kernels, runtime/autograd.py)
-            from .autograd import attention_with_grad
-            return attention_with_grad(self, q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
-                                       **inputs)
+                 return_lse: bool = False, q_offset: int | None = None, block_mask: PreparedMask | None = None,
+                 **inputs):
         B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
         if v.shape[3] != D:
             raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
@@ -192,13 +183,29 @@ class Kernel:
             raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
         if q.device.type not in ("cuda", "cpu"):
             raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
-        if q_offset is not None and (isinstance(q_offset, bool) or not isinstance(q_offset, int)):
-            raise ArgumentError(f"'q_offset' must be an int or None, got {q_offset!r}")
-        if scale is None:
-            scale = 1.0 / math.sqrt(D)
-        elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
-        device = q.device
+        q_offset = check_q_offset(q_offset)
+        scale = _check_scale(scale, D)
+        self._check_backend(q.device)
+        mask = self.mask(N, M, B, Hq, q_offset, q.device, block_mask, inputs)
+        training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if self.plan.mode == "table" and not mask.builds and N and M and B * Hq:
+            # the first use of a mask: build it once, at tiles that divide every tile shape this call's kernels
+            # use, and coarsen those from it (runtime/tiles.py) -- one build serves the forward and the backward
+            shapes = [astuple(self.config(D, q.dtype))[:2]]
+            if training:
+                bwd = self.bwd_config(D, q.dtype, device_arch(q.device))
+                shapes += [(bwd.dkdv.block_m, bwd.dkdv.block_n), (bwd.dq.block_m, bwd.dq.block_n)]
+            mask.tables(math.gcd(*(s[0] for s in shapes)), math.gcd(*(s[1] for s in shapes)), B, Hq)
+        if training:
+            # training: record the call for autograd (generated backward kernels, runtime/autograd.py); the
+            # backward reads the same mask
+            from .autograd import record
+            return record(self, q, k, v, scale=scale, return_lse=return_lse, mask=mask)
+        out, lse = self.forward(q, k, v, scale, return_lse, mask)
+        return (out, lse) if return_lse else out
+
+    @staticmethod
+    def _check_backend(device) -> None:
         if interpreting():
             global _warned_interpreter
             if not _warned_interpreter:
@@ -210,24 +217,41 @@ class Kernel:
             raise ArgumentError(f"tensors are on {device}, but this process compiles kernels for CUDA; move them "
                                 f"to a CUDA device, or set TRITON_INTERPRET=1 before importing attnpat to test on "
                                 f"the CPU")
-        tensors = prepare_inputs(self.pattern.checked, N, M, B, inputs)
-        cfg = self.config(D, q.dtype)
-        tables = self.tables(N, M, cfg.block_m, cfg.block_n, Hq, B, q_offset, inputs, device)
+
+    def forward(self, q, k, v, scale: float, return_lse: bool, mask: PreparedMask):
+        """Run the forward kernel on checked arguments: (out, lse), lse being `out` itself unless return_lse."""
+        B, Hq, N, D = q.shape
+        Hkv, M = k.shape[1], k.shape[2]
+        device = q.device
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = torch.empty((B, Hq, N), dtype=torch.float32, device=device) if return_lse else out
         if N == 0 or B * Hq == 0:
-            return (out, lse) if return_lse else out
+            return out, lse
+        cfg = self.config(D, q.dtype)
+        tables = mask.tables(cfg.block_m, cfg.block_n, B, Hq)
         args = signature.forward(self.plan).bind(
-            Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, tensors, device),
-            H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=query_positions(N, M, q_offset),
+            Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, mask.kernel_inputs(), device),
+            H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
             qk_scale=scale * LOG2E, HEAD_DIM=D, HEAD_DIM_P=pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse, DOT_PRECISION=dot_precision(q.dtype))
         grid = (triton_cdiv(N, cfg.block_m), B * Hq)
         self.module(device).attn_fwd[grid](**args, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        return (out, lse) if return_lse else out
+        return out, lse
 
     def __repr__(self) -> str:
-        return f"Kernel({self.pattern!r}, plan={self.plan.mode}, key={self.key})"
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in self.compiled.checked.params)
+        return f"Kernel({self.compiled.name}({params}), plan={self.plan.mode}, key={self.key})"
+
+
+def _check_scale(scale, head_dim: int) -> float:
+    """The softmax scale as a float: 1/sqrt(head_dim) by default; numbers and 0-dim tensors accepted."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, torch.Tensor) and scale.dim() == 0 and scale.dtype != torch.bool:
+        scale = scale.item()
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
+    return float(scale)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -255,7 +279,7 @@ def compile(pattern, /, **options) -> Kernel:
         from .. import pattern as pattern_module
         pattern = pattern_module.load(pattern)
     _check_pattern(pattern)
-    return Kernel(pattern, **options)
+    return Kernel(pattern.compiled, **options)
 
 
 def _check_pattern(pattern) -> None:
@@ -265,20 +289,27 @@ def _check_pattern(pattern) -> None:
                             f"{type(pattern).__name__}")
 
 
-def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, **inputs):
-    """One call: compile (cached) and run `pattern` on q, k, v."""
+def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
+    """One call: compile (cached) and run `pattern` on q, k, v (with a prepared `block_mask`, or inputs)."""
     if isinstance(pattern, str):
         kernel = _spec_kernel(pattern)
     else:
         _check_pattern(pattern)
         kernel = _compiled.get(pattern)
         if kernel is None:
-            kernel = Kernel(pattern)
-            # the cache's value must not keep its key alive: this kernel refers to the pattern weakly (the caller
-            # holds it during the call, and autograd keeps it until the backward)
-            kernel._pattern = weakref.ref(pattern)
-            _compiled[pattern] = kernel
-    return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, **inputs)
+            kernel = _compiled[pattern] = Kernel(pattern.compiled)   # holds no reference to its key
+    return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, block_mask=block_mask, **inputs)
+
+
+def prepared_mask(pattern, q_len, kv_len, *, batch=None, heads=None, q_offset=None, device=None, **inputs):
+    """attnpat.block_mask: a pattern's (a Pattern or a FILE_OR_NAME[:PATTERN] string) PreparedMask."""
+    if isinstance(pattern, str):
+        compiled = _spec_kernel(pattern).compiled
+    else:
+        _check_pattern(pattern)
+        compiled = pattern.compiled
+    return prepare(compiled, q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset, device=device,
+                   inputs=inputs)
 
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Pattern -> Kernel, while it lives

@@ -8,7 +8,7 @@ import torch
 
 from ..compiler.codegen.signature import Signature, input_names
 
-__all__ = ["LOG2E", "pow2", "dot_precision", "input_args", "aot_request"]
+__all__ = ["LOG2E", "pow2", "dot_precision", "input_args", "aot_request", "device_arch"]
 
 LOG2E = 1.4426950408889634
 
@@ -23,6 +23,16 @@ def pow2(n: int) -> int:
 def dot_precision(dtype: torch.dtype) -> str:
     """DOT_PRECISION: IEEE fp32 products for fp32 tensors, tensor cores (tf32 for fp32 inputs) otherwise."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def device_arch(device) -> int | None:
+    """The GPU architecture the kernels compile for on `device` (80 for sm_80, 90 for sm_90), None under the
+    interpreter."""
+    from .backend import interpreting
+    if device.type == "cuda" and not interpreting():
+        major, minor = torch.cuda.get_device_capability(device)
+        return 10 * major + minor
+    return None
 
 
 def input_args(inputs: tuple[tuple[str, str], ...], tensors: dict, device) -> dict:

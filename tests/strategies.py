@@ -940,3 +940,58 @@ def chunk_patterns(draw) -> GenPattern:
                                        f"(q - k) % {w % 5 + 2} == 0"]))
         expr = f"({expr}) {draw(st.sampled_from(['and', 'or']))} {linear}"
     return GenPattern(f"pattern main():\n    mask {expr}\n", "main", {})
+
+
+# -- integer corners (the fuzz test of tests/test_fuzz.py) ----------------------------------------------
+
+__all__ += ["EDGE_CONSTANTS", "edge_masks"]
+
+# Constants where fixed-width arithmetic breaks: the int32 and int64 edges and their neighbours.
+EDGE_CONSTANTS = [2**31 - 1, 2**31, 2**32, 2**62, 2**63 - 1, 100000007]
+
+
+@st.composite
+def _edge_const(draw, divisor: bool = False) -> str:
+    v = draw(st.one_of(st.integers(1 if divisor else 0, 9), st.sampled_from(EDGE_CONSTANTS)))
+    return f"-{v}" if draw(st.booleans()) else str(v)
+
+
+@st.composite
+def _edge_int(draw, depth: int = 2) -> str:
+    """An integer expression over q and k: + - * // % with negative and huge constants, abs/min/max."""
+    if depth <= 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.one_of(st.sampled_from(["q", "k", "q - k", "k - q"]), _edge_const()))
+    kind = draw(st.sampled_from(["+", "-", "*", "//", "%", "%", "abs", "min", "max", "neg"]))
+    a = draw(_edge_int(depth - 1))
+    if kind in ("//", "%"):
+        return f"({a}) {kind} ({draw(_edge_const(divisor=True))})"
+    if kind == "*":   # the language multiplies by a constant only
+        return f"({a}) * ({draw(_edge_const())})"
+    if kind == "neg":
+        return f"-({a})"
+    b = draw(_edge_int(depth - 1))
+    return f"{kind}({a}, {b})" if kind in ("min", "max") else f"abs({a})" if kind == "abs" else f"({a}) {kind} ({b})"
+
+
+@st.composite
+def _edge_cond(draw, depth: int = 2) -> str:
+    kind = draw(st.sampled_from(["cmp", "cmp", "cmp", "in", "boolcmp", "and", "or", "not"]))
+    if depth <= 0 or kind == "cmp":
+        return f"{draw(_edge_int())} {draw(st.sampled_from(_ORDER))} {draw(_edge_int(1))}"
+    if kind == "in":
+        lo, step = draw(st.integers(-8, 8)), draw(st.sampled_from([1, 2, 3, -1, -4, 2**31, 2**62]))
+        container = draw(st.sampled_from([f"range({lo}, {lo + 40}, {step})" if step > 0 else
+                                          f"range({lo + 40}, {lo}, {step})", "{0, 3, 5}", "[-1, 2, 2]", "{}"]))
+        return f"{draw(_edge_int(1))} {draw(st.sampled_from(['in', 'not in']))} {container}"
+    if kind == "boolcmp":   # conditions compared with each other, as in docs/language.md
+        return f"({draw(_edge_cond(0))}) {draw(st.sampled_from(['==', '!=']))} ({draw(_edge_cond(0))})"
+    if kind == "not":
+        return f"not ({draw(_edge_cond(depth - 1))})"
+    return f"({draw(_edge_cond(depth - 1))}) {kind} ({draw(_edge_cond(depth - 1))})"
+
+
+@st.composite
+def edge_masks(draw) -> str:
+    """A pattern file whose mask meets the integer corners: negative divisors, constants at the int32 and
+    int64 edges, products that overflow, comparisons of conditions, ranges with huge or negative steps."""
+    return f"pattern main():\n    mask {draw(_edge_cond())}\n"

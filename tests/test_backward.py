@@ -370,11 +370,12 @@ def test_backward_options_precedence_and_targets():
 
 def test_backward_options_reach_the_launches_of_attention_and_large_tiles():
     # tiles larger than the sequence: one masked tile per program
-    kernel = attnpat.compile(attnpat.load("document"), dkdv_block_n=128, dkdv_block_m=16, dq_block_m=64,
-                             dq_block_n=16, bwd_num_stages=2)
+    pattern = attnpat.load("document")
+    kernel = attnpat.compile(pattern, dkdv_block_n=128, dkdv_block_m=16, dq_block_m=64, dq_block_n=16,
+                             bwd_num_stages=2)
     doc = torch.tensor([0] * 17 + [1] * 30 + [2] * 3)
     with _recorded_bwd_launches() as launches:
-        check_grads(kernel.pattern, 1, 4, 2, 50, 50, 32, torch.float32, kernel=kernel, doc=doc)
+        check_grads(pattern, 1, 4, 2, 50, 50, 32, torch.float32, kernel=kernel, doc=doc)
     assert launches == [("attn_bwd_dkdv", 16, 128, 4, 2), ("attn_bwd_dq", 64, 16, 4, 2)]
 
 
@@ -419,23 +420,23 @@ def test_inspect_backward_shows_the_options(monkeypatch, capsys):
     assert "'--option' takes NAME=VALUE with an integer VALUE, got 'bwd_block_n'" in capsys.readouterr().err
 
 
-def test_attention_keeps_a_dropped_pattern_until_backward():
-    # attention()'s cached kernel refers to its pattern weakly: the autograd record must keep it alive
+def test_backward_needs_no_pattern_object():
+    # the runtime holds the compiled value and the call's mask, never the Pattern: a pattern dropped right
+    # after the forward is released at once, and the backward still runs (and is right)
     q, k, v, do = _leaves(1, 2, 1, 40, 40, 16, torch.float32, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    out = attnpat.attention(q, k, v, attnpat.load("document_sliding_window", window=9),
-                            doc=torch.arange(40) // 15)
+    dropped = attnpat.load("document_sliding_window", window=9)
+    gone = weakref.ref(dropped)
+    out = attnpat.attention(q, k, v, dropped, doc=torch.arange(40) // 15)
+    del dropped
     gc.collect()
+    assert gone() is None
     out.backward(do)
     p = attnpat.load("document_sliding_window", window=9)
     q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
     attnpat.reference_attention(q2, k2, v2, p, doc=torch.arange(40) // 15).backward(do.double())
     for a, b in ((q, q2), (k, k2), (v, v2)):
         torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-5, rtol=1e-4)
-    pattern = weakref.ref(out.grad_fn.pattern)
-    del out
-    gc.collect()
-    assert pattern() is None    # and released once the graph is gone
 
 
 # -- empty rows, determinism, drop-in behaviour ---------------------------------------------------
@@ -459,6 +460,69 @@ def test_empty_rows_have_zero_gradients():
         assert all(torch.isfinite(t).all() for t in (out, dq, dk, dv))
 
 
+# -- non-finite values: a masked-out key never contributes, to the output or to any gradient --------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _nonfinite_grads(pattern, q, k, v, do, dtype, **kwargs):
+    """Kernel (16 x 16 tiles, forward and backward) and float64 autograd: (out, dq, dk, dv) of each."""
+    kernel = attnpat.compile(pattern, block_m=16, block_n=16, bwd_block_m=16, bwd_block_n=16)
+    got = _run(lambda a, b, c: kernel(a, b, c, **kwargs), q, k, v, do, dtype)
+    gold = _run(lambda a, b, c: attnpat.reference_attention(a, b, c, pattern, **kwargs),
+                q.to(dtype), k.to(dtype), v.to(dtype), do.to(dtype), torch.float64)
+    for name, g, ref in zip(("out", "dq", "dk", "dv"), got, gold):
+        g = g.double()
+        for test in (torch.isnan, torch.isposinf, torch.isneginf):
+            assert torch.equal(test(g), test(ref)), f"{name} ({dtype}): {test.__name__} positions differ"
+        fin = torch.isfinite(ref)
+        err = (g[fin] - ref[fin]).abs().max().item() if fin.any() else 0.0
+        assert err <= 10 * FLOOR[dtype] * (1 + ref[fin].abs().max().item()), f"{name} ({dtype}): error {err:.3g}"
+    return got
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # numpy's invalid-value warnings: the NaN is the point
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_v_reaches_exactly_the_gradients_of_its_rows(dtype):
+    # sliding window 5 at 16 x 16 tiles: key 3 is attended by rows 3..7 only (their outputs are NaN in column
+    # 0); it is masked for every row of query block 1's PARTIAL tile and for some rows of the diagonal one.
+    # dS = P * (dP - delta) would be 0 * NaN at every masked pair of key 3 (dP = dO V^T) and at every masked
+    # pair of rows 3..7 (delta = rowsum(dO * O)): neither may reach dQ of other rows or dK of other keys.
+    p = attnpat.load("sliding_window", window=5)
+    q, k, v, do = _leaves(1, 2, 1, 40, 40, 16, dtype, seed=6)
+    v[0, 0, 3, 0] = NAN
+    out, dq, dk, dv = _nonfinite_grads(p, q, k, v, do, dtype)
+    assert torch.isnan(out[0, :, 3:8, 0]).all() and torch.isfinite(out[0, :, 8:]).all()
+    assert torch.isnan(dq[0, :, 3:8]).all() and torch.isfinite(dq[0, :, 8:]).all()
+    assert torch.isfinite(dq[0, :, :3]).all()
+    assert torch.isnan(dk[0, 0, :8]).all() and torch.isfinite(dk[0, 0, 8:]).all() and torch.isfinite(dv).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nonfinite_v_and_k_of_padding_keys_reach_no_gradient(dtype):
+    # packed documents in keys 0..23, padding keys 24..39 after the last one: a PARTIAL tile (keys 16..31 of
+    # query block 1) and a ragged EMPTY one; everything is finite and equal to the reference
+    p = attnpat.load("document")
+    doc = torch.tensor([0] * 10 + [1] * 14 + [-1] * 16)
+    q, k, v, do = _leaves(1, 2, 2, 24, 40, 16, dtype, seed=7)
+    v[:, :, 24:] = NAN
+    v[:, 1, 26:30] = INF
+    v[:, 0, 31, :3] = -INF
+    grads = _nonfinite_grads(p, q, k, v, do, dtype, q_offset=0, doc=doc)
+    assert all(torch.isfinite(t).all() for t in grads)
+    assert (grads[2][:, :, 24:] == 0).all() and (grads[3][:, :, 24:] == 0).all()   # dk, dv of padding keys
+    # an inf or NaN in a masked key's k: the output, dK and dV are unaffected. dQ = dS K is not compared:
+    # dS = 0 there, and 0 * inf is NaN -- in the float64 reference (autograd of Q K^T) for every row, in the
+    # kernel for the rows of query blocks whose PARTIAL tiles hold the key (docs/backward.md)
+    k[:, :, 24:28] = INF
+    k[:, :, 28:32] = NAN
+    kernel = attnpat.compile(p, block_m=16, block_n=16, bwd_block_m=16, bwd_block_n=16)
+    out, _, dk, dv = _run(lambda a, b, c: kernel(a, b, c, q_offset=0, doc=doc), q, k, v, do, dtype)
+    assert torch.equal(out, grads[0]) and torch.equal(dv, grads[3])
+    assert torch.equal(dk[:, :, :24], grads[2][:, :, :24]) and (dk[:, :, 24:] == 0).all()
+
+
 def test_deterministic_gqa():
     p = attnpat.load("document_sliding_window", window=30)
     doc = torch.arange(100) // 37
@@ -479,7 +543,8 @@ def test_drop_in_for_sdpa():
 
 
 def test_compiled_kernel_and_sum_backward():
-    kernel = attnpat.compile(attnpat.load("sliding_window", window=9))
+    pattern = attnpat.load("sliding_window", window=9)
+    kernel = attnpat.compile(pattern)
     q = torch.randn(1, 2, 50, 16, requires_grad=True)
     k = torch.randn(1, 1, 50, 16, requires_grad=True)
     v = torch.randn(1, 1, 50, 16, requires_grad=True)
@@ -489,7 +554,7 @@ def test_compiled_kernel_and_sum_backward():
     for t in (q, k, v):
         assert t.grad is not None and torch.isfinite(t.grad).all()
     q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    attnpat.reference_attention(q2, k2, v2, kernel.pattern).sum().backward()
+    attnpat.reference_attention(q2, k2, v2, pattern).sum().backward()
     for a, b in ((q, q2), (k, k2), (v, v2)):
         torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-5, rtol=1e-4)
 

@@ -81,10 +81,11 @@ _WORKER = textwrap.dedent("""
     import sys, torch, warnings
     warnings.simplefilter("ignore")
     import attnpat
-    kernel = attnpat.compile(attnpat.parse("pattern w():\\n    mask causal and q - k < 5\\n"), block_m=16, block_n=16)
+    pattern = attnpat.parse("pattern w():\\n    mask causal and q - k < 5\\n")
+    kernel = attnpat.compile(pattern, block_m=16, block_n=16)
     q = torch.randn(1, 1, 20, 16)
     out = kernel(q, q, q)
-    ref = attnpat.reference_attention(q, q, q, kernel.pattern)
+    ref = attnpat.reference_attention(q, q, q, pattern)
     assert (out.double() - ref).abs().max() < 1e-4
     print("ok")
 """)
@@ -157,3 +158,57 @@ def test_generator_digest_of_an_empty_tree_raises(tmp_path):
 
 def test_the_installed_generator_has_a_digest():
     assert len(cache._generator_digest()) == 16
+
+
+# -- the compiled value on disk: a second process's first call skips the simplifier -----------------------
+
+_COLD = textwrap.dedent("""
+    import sys, time, torch
+    import attnpat
+    from attnpat.compiler import pipeline
+    if sys.argv[1] == "warm":   # the simplifier must not run: the value comes from the disk entry
+        def refuse(checked):
+            raise SystemExit("the simplifier ran")
+        pipeline.simplify = refuse
+    p = attnpat.load("bigbird", block=16, random_blocks=2)
+    t = time.perf_counter()
+    compiled = p.compiled
+    print(compiled.key, compiled.plan.mode, f"{time.perf_counter() - t:.3f}")
+    attnpat.compile(p).module(torch.device("cpu"))   # loading the kernel stores the compiled value
+""")
+
+
+def test_a_second_process_reads_the_compiled_value_from_disk(cache_root):
+    env = dict(os.environ, ATTNPAT_CACHE_DIR=str(cache_root))
+
+    def run(mode):
+        p = subprocess.run([sys.executable, "-c", _COLD, mode], env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:] + p.stdout
+        return p.stdout.split()
+
+    cold = run("cold")
+    assert [e for e in _entries(cache_root) if e.startswith("c_") and e.endswith(".pkl")]
+    warm = run("warm")
+    assert warm[:2] == cold[:2]   # the same key and plan, without the simplifier
+
+
+def test_compiled_values_corrupt_or_missing_are_rebuilt(cache_root, monkeypatch):
+    from attnpat.compiler import pipeline
+    p = attnpat.load("document_sliding_window", window=5)
+    first = cache.compiled_value(p.checked, pipeline.back)
+    assert _entries(cache_root) == []                                 # reading the value writes nothing
+    cache.store_compiled(first)
+    (entry,) = [e for e in cache_root.iterdir() if e.name.startswith("c_")]
+    cache.clear_memory()
+
+    def refuse(checked):
+        raise AssertionError("rebuilt although the entry is good")
+    assert cache.compiled_value(p.checked, refuse) == first          # read back from disk
+    entry.write_bytes(entry.read_bytes()[:-3] + b"xyz")               # a damaged entry is a miss
+    cache.clear_memory()
+    built = []
+    assert cache.compiled_value(p.checked, lambda c: built.append(c) or pipeline.back(c)) == first
+    assert built == [p.checked]
+    cache.clear_memory()
+    other = attnpat.load("document_sliding_window", window=6)         # another pattern: another entry
+    assert cache.compiled_value(other.checked, pipeline.back).key != first.key

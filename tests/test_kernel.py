@@ -226,3 +226,74 @@ def test_option_errors():
         attnpat.compile("causal", block_m=24)
     with pytest.raises(ArgumentError, match="scale"):
         attnpat.compile("causal")(*_qkv(1, 1, 1, 16, 16, 16, torch.float32), scale=float("nan"))
+
+
+# -- non-finite values: a masked-out key never contributes, an attended one reaches exactly its rows -------
+
+NAN, INF = float("nan"), float("inf")
+NONFINITE_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
+
+def assert_same_nonfinite(got, ref, what, dtype):
+    """NaN, +inf and -inf at the same places as the float64 reference; the finite values close to it."""
+    got = got.double()
+    for test in (torch.isnan, torch.isposinf, torch.isneginf):
+        assert torch.equal(test(got), test(ref)), f"{what}: {test.__name__} positions differ from the reference"
+    finite = torch.isfinite(ref)
+    if finite.any():
+        err = (got[finite] - ref[finite]).abs().max().item()
+        assert err <= NONFINITE_TOL[dtype] * (1 + ref[finite].abs().max().item()), f"{what}: error {err:.3g}"
+
+
+def _window_with_nonfinite_v(dtype):
+    # sliding window 5 at 16 x 16 tiles: key 3 is attended by rows 3..7 only. In query block 1 the tile of key
+    # block 0 is PARTIAL and key 3 is masked for all its rows; in the diagonal tiles keys 12 and 14 are
+    # attended by some rows of the tile and masked for others (rows 16..18 see them from a PARTIAL tile too).
+    q, k, v = _qkv(1, 2, 1, 40, 40, 16, dtype, seed=3)
+    v[0, 0, 3, 0] = NAN       # rows 3..7: NaN in column 0 only
+    v[0, 0, 12, 1] = INF      # rows 12..16: +inf in column 1 ...
+    v[0, 0, 14, 1] = -INF     # ... rows 14..18: -inf, so rows 14..16 see both: NaN
+    v[0, 0, 30, 2] = NAN      # rows 30..34, one NaN and two infinities in one v row
+    v[0, 0, 30, 3] = INF
+    v[0, 0, 30, 4] = -INF
+    return attnpat.load("sliding_window", window=5), q, k, v
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # numpy's invalid-value warnings: the NaN is the point
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", [dict(block_m=16, block_n=16), dict(block_m=32, block_n=16)])
+def test_nonfinite_v_reaches_exactly_the_rows_that_attend_it(dtype, blocks):
+    pattern, q, k, v = _window_with_nonfinite_v(dtype)
+    out, lse = attnpat.compile(pattern, **blocks)(q, k, v, return_lse=True)
+    ref, ref_lse = reference_attention(q, k, v, pattern, return_lse=True)
+    assert_same_nonfinite(out, ref, f"out {dtype} {blocks}", dtype)
+    assert_same_nonfinite(lse, ref_lse, f"lse {dtype} {blocks}", dtype)
+    # what the reference says, spelled out: only the attending rows, only the non-finite columns
+    o = out[0, :].double()
+    assert torch.isnan(o[:, 3:8, 0]).all() and torch.isfinite(o[:, 8:, 0]).all() and torch.isfinite(o[:, :3]).all()
+    assert torch.isposinf(o[:, 12:14, 1]).all() and torch.isnan(o[:, 14:17, 1]).all()
+    assert torch.isneginf(o[:, 17:19, 1]).all() and torch.isfinite(o[:, 19:, 1]).all()
+    assert torch.isnan(o[:, 30:35, 2]).all() and torch.isposinf(o[:, 30:35, 3]).all()
+    assert torch.isneginf(o[:, 30:35, 4]).all() and torch.isfinite(o[:, 35:]).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", [dict(block_m=16, block_n=16), dict(block_m=16, block_n=32)])
+def test_nonfinite_k_and_v_of_padding_keys_never_contribute(dtype, blocks):
+    # packed documents in keys 0..23, padding keys 24..39 after the last one (a PARTIAL tile holds some of
+    # them, a ragged EMPTY one the rest); the queries are the 24 document positions
+    pattern = attnpat.load("document")
+    doc = torch.tensor([0] * 10 + [1] * 14 + [-1] * 16)
+    q, k, v = _qkv(1, 2, 2, 24, 40, 16, dtype, seed=4)
+    v[:, :, 24:] = NAN
+    v[:, 1, 26:30] = INF
+    v[:, 0, 31, :3] = -INF
+    k[:, :, 24:28] = INF     # scores +inf, or NaN where q is 0 in a column (padded head dims are)
+    k[:, :, 28:32] = NAN
+    k[:, 0, 33] = -INF
+    out, lse = attnpat.compile(pattern, **blocks)(q, k, v, q_offset=0, return_lse=True, doc=doc)
+    ref, ref_lse = reference_attention(q, k, v, pattern, q_offset=0, return_lse=True, doc=doc)
+    assert torch.isfinite(ref).all() and torch.isfinite(out).all()
+    assert_same_nonfinite(out, ref, f"out {dtype} {blocks}", dtype)
+    assert_same_nonfinite(lse, ref_lse, f"lse {dtype} {blocks}", dtype)

@@ -56,6 +56,9 @@ def unicode_ok(stream) -> bool:
 
 # -- argument types --------------------------------------------------------------------------------------
 
+MAX_OPTION = 1 << 40   # as the block masks' positions (compiler/lower/blockmask.py MAX_POSITION)
+
+
 def _int_type(what: str, low: int | None) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
@@ -64,6 +67,8 @@ def _int_type(what: str, low: int | None) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
         if low is not None and v < low:
             raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        if abs(v) > MAX_OPTION:   # lengths, positions and indices: far beyond them nothing can be computed
+            raise argparse.ArgumentTypeError(f"{text} is too large: at most 2**40 in magnitude")
         return v
     return convert
 

@@ -14,12 +14,14 @@ import numpy as np
 
 from ...errors import ArgumentError
 from ..ir import IR
+from ..ranges import LOWER_BITS, check_ranges, fit_to_shape
+from ..values import describe
 from .classify import classify
 from .geometry import ALL, CELL_BUDGET, NONE, SOME, Box, Geo
 from .points import REFINE_BUDGET, refine
 from .support import candidate_tiles, support
 
-__all__ = ["TileKind", "BlockMask", "lower", "CHUNK_TILES"]
+__all__ = ["TileKind", "BlockMask", "lower", "CHUNK_TILES", "MAX_BLOCKS", "MAX_POSITION"]
 
 
 class TileKind(enum.IntEnum):
@@ -163,6 +165,32 @@ def _lower_one(ir: IR, geo: Geo, budget: int, cell_budget: int = CELL_BUDGET):
     return np.concatenate(out_qb), np.concatenate(out_kb), np.concatenate(out_v), work
 
 
+MAX_BLOCKS = 1 << 24     # query or key blocks of one block mask (its per-block arrays are int64)
+MAX_POSITION = 1 << 40   # |position| and lengths the lowering takes: int64 arithmetic stays far from its edge
+
+
+def _check_positions(q_len: int, kv_len: int, q_start: int, block_q: int, block_k: int) -> None:
+    for name, v in (("q_len", q_len), ("kv_len", kv_len), ("query position", q_start), ("block_q", block_q),
+                    ("block_k", block_k)):
+        if abs(v) > MAX_POSITION or abs(q_start + q_len) > MAX_POSITION:
+            raise ArgumentError(f"{name} {v} is too large: block masks take positions and lengths up to "
+                                f"2**40 in magnitude")
+    for name, n, b in (("q_len", q_len, block_q), ("kv_len", kv_len, block_k)):
+        if -(-n // b) > MAX_BLOCKS:   # per-block arrays: bounded memory
+            raise ArgumentError(f"{name} {n} makes {-(-n // b)} blocks of {b}; at most {MAX_BLOCKS} blocks "
+                                f"per axis are supported (use larger blocks)")
+
+
+def _exact(ir: IR, geo: Geo) -> IR:
+    """The IR cut to the shape, refused (RangeError) if the lowering's int64 arithmetic could not compute it
+    exactly."""
+    q_range, k_range = (geo.q_start, geo.q_start + geo.q_len - 1), (0, geo.kv_len - 1)
+    ir = fit_to_shape(ir, q_range, k_range)
+    inputs = {n: (int(v.min()), int(v.max())) for n, (_, v) in geo.inputs.items() if len(v)}
+    check_ranges(ir, q_range, k_range, inputs, bits=LOWER_BITS, what="the block-mask lowering")
+    return ir
+
+
 def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *, block_q: int, block_k: int,
           q_start: int, inputs_per_batch: list[dict[str, tuple[str, np.ndarray]]] | None = None,
           refine_budget: int = REFINE_BUDGET, cell_budget: int = CELL_BUDGET) -> BlockMask:
@@ -180,7 +208,8 @@ def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *
     """
     for name, v in (("block_q", block_q), ("block_k", block_k)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ArgumentError(f"{name} must be a positive int, got {v!r}")
+            raise ArgumentError(f"{name} must be a positive int, got {describe(v)}")
+    _check_positions(q_len, kv_len, q_start, block_q, block_k)
     inputs_per_batch = inputs_per_batch or [{}]
     B, H = assignment.shape[:2]
     pairs = {}
@@ -197,7 +226,7 @@ def lower(variants: list[IR], assignment: np.ndarray, q_len: int, kv_len: int, *
     work = {"candidate_tiles": 0, "cells_evaluated": 0, "points_refined": 0}
     for (vi, bi) in pairs:
         geo = Geo(q_len, kv_len, block_q, block_k, q_start, inputs_per_batch[bi])
-        qb, kb, kind, counts = _lower_one(variants[vi], geo, refine_budget, cell_budget)
+        qb, kb, kind, counts = _lower_one(_exact(variants[vi], geo), geo, refine_budget, cell_budget)
         for name, value in counts.items():
             work[name] += value
         for name, sel in (("partial", kind == SOME), ("full", kind == ALL)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import PatternError
 from .. import nodes as N
 from ..semantics import BUILTINS, OPERATORS, constant, operator_of
 from .geometry import ALL, NONE, Box, Geo
@@ -26,6 +27,9 @@ class Interval:
     def int(self, e: N.Expr):
         """(lo, hi) int64 bounds of an integer expression on each tile."""
         box = self.box
+        if _is_condition(e):   # `(q < 8) == (k < 8)`: a condition compared as 0 / 1
+            t = self.bool(e)
+            return (t == ALL).astype(np.int64), (t != NONE).astype(np.int64)
         if isinstance(e, N.Num):
             v = np.full(len(box.q0), e.value, np.int64)
             return v, v
@@ -34,7 +38,7 @@ class Interval:
                 return box.q0, box.q1
             if e.id == "k":
                 return box.k0, box.k1
-            raise AssertionError(f"unspecialised variable {e.id}")
+            raise PatternError(f"internal error: variable '{e.id}' was not specialised before lowering")
         if isinstance(e, N.Unary):
             return operator_of(e).interval(self.int(e.operand))
         if isinstance(e, N.BinOp):
@@ -55,7 +59,7 @@ class Interval:
             mins, maxs = self.geo.input_range(name, axis)
             blocks = self.box.kb if axis == "k" else self.box.qb
             return mins[blocks], maxs[blocks]
-        raise AssertionError(f"no interval rule for {type(e).__name__}")
+        raise PatternError(f"internal error: no interval rule for {type(e).__name__}", getattr(e, "span", None))
 
     def bool(self, e: N.Expr) -> np.ndarray:
         """The trit of a condition on each tile: ALL (true at every point), SOME or NONE."""
@@ -75,4 +79,10 @@ class Interval:
                 out = np.minimum(out, OPERATORS[op].interval(self.int(left), other))
                 left = right
             return out
-        raise AssertionError(f"no interval rule for {type(e).__name__}")
+        raise PatternError(f"internal error: no interval rule for {type(e).__name__}", getattr(e, "span", None))
+
+
+def _is_condition(e: N.Expr) -> bool:
+    """Whether a checked expression is a condition (bool) rather than an integer."""
+    return (isinstance(e, (N.BoolLit, N.BoolOp, N.Compare))
+            or isinstance(e, N.Unary) and e.op == "not")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import PatternError
 from .. import nodes as N
 from ..ir import IR, And, Const, Lin, Mod, Opaque, Or
 from ..semantics import BUILTINS, OPERATORS, constant, operator_of
@@ -76,7 +77,7 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
         if axis == "q":
             pos = pos - q_start   # int[q] inputs are per query row
         return values[pos]
-    raise AssertionError(f"cannot evaluate {type(e).__name__}")
+    raise PatternError(f"internal error: cannot evaluate {type(e).__name__}", getattr(e, "span", None))
 
 
 def refine(ir: IR, v: np.ndarray, exact: np.ndarray, box: Box, geo: Geo, budget: int) -> int:

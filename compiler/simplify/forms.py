@@ -110,10 +110,32 @@ def meet(sets: list[tuple[tuple[int, int], list[tuple[float, float]]]]) -> list[
     """The intersection of sets of one form as sorted disjoint intervals, or None for no sets."""
     if not sets:
         return None
-    out = sorted(sets[0][1])
-    for _, intervals in sets[1:]:
-        out = sorted((max(a, c), min(b, d)) for a, b in out for c, d in intervals if max(a, c) <= min(b, d))
+    # one sweep over the endpoints (n log n, not n**2): a value is in the meet where every set covers it
+    events = []
+    for _, intervals in sets:
+        for a, b in _disjoint(intervals):
+            events += [(a, 0, 1), (b, 1, -1)]   # at equal values, openings before closings: closed ends
+    events.sort()
+    out, depth, start = [], 0, None
+    for x, _, d in events:
+        depth += d
+        if d > 0 and depth == len(sets):
+            start = x
+        elif d < 0 and depth == len(sets) - 1 and start is not None:
+            out.append((start, x))
+            start = None
     return out
+
+
+def _disjoint(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, overlapping or touching integer intervals merged (a set counts once where it covers)."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def spans_of(node: IR) -> list[Span]:

@@ -227,7 +227,14 @@ def _pick(candidates: list[IR], groups: list[frozenset]) -> frozenset | None:
     return group if len(group) >= 2 else None
 
 
+# The pairwise rules (redundancy, factoring) cost the square of an and/or's operand count; past this many
+# operands they are skipped -- the result stays equivalent, only less reduced (documented in language.md).
+MAX_PAIRWISE = 128
+
+
 def _factor_or(items: list[IR]) -> IR | None:
+    if len(items) > MAX_PAIRWISE:
+        return None
     candidates: list[IR] = []
     for d in items:
         candidates.extend(c for c in conjuncts(d) if c not in candidates)
@@ -241,6 +248,8 @@ def _factor_or(items: list[IR]) -> IR | None:
 
 
 def _factor_and(items: list[IR]) -> IR | None:
+    if len(items) > MAX_PAIRWISE:
+        return None
     candidates: list[IR] = []
     for c in items:
         if isinstance(c, Or):
@@ -275,6 +284,12 @@ def _drop_redundant(items: list[IR], in_and: bool) -> list[IR] | Const:
     condition stands next to its own negation."""
     def covers(y: IR, x: IR) -> bool:
         return implies(y, x) if in_and else implies(x, y)
+    if len(items) > MAX_PAIRWISE:
+        kept = list(dict.fromkeys(items))
+        present = set(kept)
+        if any(isinstance(x, Opaque) and negate(x) in present for x in kept):
+            return Const(not in_and)
+        return kept
     kept = [x for i, x in enumerate(items)
             if not any(j != i and covers(y, x) and not (covers(x, y) and j > i) for j, y in enumerate(items))]
     if any(isinstance(x, Opaque) and negate(x) in kept for x in kept):
@@ -292,7 +307,8 @@ def conj(parts: list[IR]) -> IR:
         sets = [(p, s) for p, s in ((p, interval_set(p)) for p in flat) if s is not None and s[0] == form]
         if len(sets) > 1 and any(isinstance(p, Or) for p, _ in sets):
             met = set_ir(form, meet([s for _, s in sets]), next(iter(spans_of(sets[0][0])), None))
-            return conj([p for p in flat if all(p is not q for q, _ in sets)] + [met])
+            used = {id(q) for q, _ in sets}
+            return conj([p for p in flat if id(p) not in used] + [met])
     lins: dict[tuple[int, int], Lin] = {}
     mods: dict[tuple, Mod] = {}
     others: list[IR] = []
@@ -315,9 +331,9 @@ def conj(parts: list[IR]) -> IR:
                     return FALSE
                 p = merged
             mods[p.key] = p
-        elif p not in others:
+        else:
             others.append(p)
-    items = list(lins.values()) + list(mods.values()) + others
+    items = list(lins.values()) + list(mods.values()) + list(dict.fromkeys(others))
     # A Mod on the same form as a single-valued Lin is decided.
     for lin in list(lins.values()):
         if lin.lo is not None and lin.lo == lin.hi:
@@ -360,7 +376,7 @@ def disj(parts: list[IR]) -> IR:
                 if p == TRUE:
                     return TRUE
             mods[p.key] = p
-        elif p not in others:
+        else:
             others.append(p)
     items: list[IR] = []
     for form, lins in by_form.items():
@@ -368,7 +384,7 @@ def disj(parts: list[IR]) -> IR:
         if merged == TRUE:
             return TRUE
         items.extend(merged)
-    items += list(mods.values()) + others
+    items += list(mods.values()) + list(dict.fromkeys(others))
     kept = _drop_redundant(items, False)
     if isinstance(kept, Const):
         return kept

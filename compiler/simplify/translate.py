@@ -12,13 +12,16 @@ import functools
 
 from .. import nodes as N
 from ..ir import FALSE, IR, TRUE, Opaque
-from ..semantics import OPERATORS, fold, operator_of, runs
+from ..semantics import OPERATORS, fold, length, operator_of, runs
 from .forms import residue_class, window
 from .logic import conj, disj, negate
 
-__all__ = ["to_ir", "MAX_SET_EXPANSION"]
+__all__ = ["to_ir", "MAX_SET_EXPANSION", "MAX_MODULUS"]
 
 MAX_SET_EXPANSION = 256  # `x in S` becomes a union of intervals when S has at most this many elements
+# A residue class is stored as its residues, and every rule on it (negation, merging, tile counting) costs
+# time in the modulus: a larger modulus keeps the condition opaque (evaluated as written, in O(1) per tile).
+MAX_MODULUS = 4096
 
 
 def _operands(e: N.Expr) -> tuple[N.Expr, ...]:
@@ -47,6 +50,28 @@ def _sym(e: N.Expr):
     return None if any(a is None for a in args) else op.sympy(*args)
 
 
+def _lin(e: N.Expr) -> tuple[int, int, int] | None:
+    """(cq, ck, c0) of an AST that is plainly linear in q and k (no product of two variables), read through
+    the table's python column without sympy; None otherwise (then sympy decides)."""
+    if isinstance(e, N.Num):
+        return (0, 0, e.value)
+    if isinstance(e, N.Name):
+        return {"q": (1, 0, 0), "k": (0, 1, 0)}.get(e.id)
+    op = operator_of(e)
+    if op is None or not op.polynomial:
+        return None
+    args = [_lin(x) for x in _operands(e)]
+    if any(a is None for a in args):
+        return None
+    if isinstance(e, N.BinOp) and e.op == "*":
+        (a, b), const = args, [x for x in args if x[:2] == (0, 0)]
+        if not const:
+            return None
+        c, v = (a[2], b) if a[:2] == (0, 0) else (b[2], a)
+        return tuple(op.python(c, x) for x in v)
+    return tuple(op.python(*xs) for xs in zip(*args))
+
+
 def _linear_qk(expr) -> tuple[int, int, int] | None:
     """(cq, ck, c0) when `expr` is cq*q + ck*k + c0 with integer coefficients, else None."""
     sympy, symbols = _sympy()
@@ -63,9 +88,8 @@ def _linear_qk(expr) -> tuple[int, int, int] | None:
     return int(cq), int(ck), int(c0)
 
 
-def _linear_compare(op: str, diff, span) -> IR | None:
-    """IR for ``diff op 0`` when diff is linear in q and k."""
-    lin = _linear_qk(diff)
+def _linear_compare(op: str, lin: tuple[int, int, int] | None, span) -> IR | None:
+    """IR for ``cq*q + ck*k + c0 op 0`` given (cq, ck, c0), or None."""
     if lin is None:
         return None
     cq, ck, c0 = lin
@@ -93,14 +117,20 @@ def _mod_compare(op: str, left: N.Expr, right: N.Expr, span) -> IR | None:
     if not (isinstance(left, N.BinOp) and left.op == "%" and isinstance(left.right, N.Num)
             and isinstance(right, N.Num)):
         return None
-    s = _sym(left.left)
-    lin = None if s is None else _linear_qk(s)
+    lin = _lin(left.left)
+    if lin is None:
+        s = _sym(left.left)
+        lin = None if s is None else _linear_qk(s)
     if lin is None:
         return None
     m = left.right.value
+    if abs(m) > MAX_MODULUS:
+        return None
     cq, ck, c0 = lin
-    values = [r for r in range(min(m, 0) + (1 if m < 0 else 0), max(m, 0)) if OPERATORS[op].python(r, right.value)]
-    if m < 0:  # Python: x % m is in (m, 0]; map to residues of -m via x % m == r  <=>  x % -m == r % -m
+    # x % m lies in [0, m) for m > 0 and in (m, 0] for m < 0 (the sign of the divisor, as in Python)
+    candidates = range(0, m) if m > 0 else range(m + 1, 1)
+    values = [r for r in candidates if OPERATORS[op].python(r, right.value)]
+    if m < 0:  # x % m == r  <=>  x % -m == r % -m  (both say x - r is a multiple of m)
         values = [v % -m for v in values]
         m = -m
     return residue_class(cq, ck, c0, m, values, span)
@@ -110,12 +140,12 @@ def _membership(x: N.Expr, container: N.Expr, span) -> IR:
     if isinstance(container, N.Call):   # range(start, stop, step), all constant
         start, stop, step = (a.value for a in container.args)
         r = range(start, stop, step)
-        if len(r) == 0:
+        if length(r) == 0:
             return FALSE
         lo, hi = min(r[0], r[-1]), max(r[0], r[-1])
         parts = [_compare_ir(N.Compare(x, (">=",), (N.Num(lo),), span)),
                  _compare_ir(N.Compare(x, ("<=",), (N.Num(hi),), span))]
-        if abs(step) > 1 and len(r) > 1:
+        if abs(step) > 1 and length(r) > 1:
             parts.append(_compare_ir(N.Compare(N.BinOp("%", N.BinOp("-", x, N.Num(lo)), N.Num(abs(step))),
                                                ("==",), (N.Num(0),), span)))
         return conj(parts)
@@ -145,9 +175,12 @@ def _compare_ir(e: N.Compare) -> IR:
     if op in ("in", "not in"):
         ir = _membership(e.left, right, e.span)
         return negate(ir) if op == "not in" else ir
+    fast = _lin(N.BinOp("-", e.left, right, e.span))
+    if fast is not None:
+        return _linear_compare(op, fast, e.span)
     a, b = _sym(e.left), _sym(right)
     if a is not None and b is not None:
-        ir = _linear_compare(op, a - b, e.span)
+        ir = _linear_compare(op, _linear_qk(a - b), e.span)
         if ir is not None:
             return ir
     ir = _mod_compare(op, e.left, right, e.span)

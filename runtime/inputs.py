@@ -1,0 +1,80 @@
+"""Runtime inputs at launch: validated once per call (or once per prepared block mask), kept on their device.
+
+The kernels compute with 32-bit integers, so an input value outside int32 would be cut and compare equal to
+another one (document ids 0 and 2**32): such a value is an InputError naming the input and the value, never
+a silent wrong answer. The range check is one device->host synchronisation for all inputs together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+__all__ = ["INT32_MIN", "INT32_MAX", "validate_inputs"]
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _as_tensor(name: str, value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise InputError(f"runtime input '{name}' must be an integer tensor, got {type(value).__name__}") from None
+    return t.to(torch.int64) if t.numel() == 0 else t   # an empty list is an empty integer input, not float
+
+
+def validate_inputs(checked, q_len: int, kv_len: int, batch: int, inputs: dict, device):
+    """The pattern's runtime inputs checked against its declarations (names, integer dtype, shape [L] or
+    [batch, L], values within int32): (int64 [1 or batch, L] tensors on `device`, {name: (min, max)} of the
+    non-empty ones) by name."""
+    declared = {d.name: d for d in checked.inputs}
+    given = {n: v for n, v in inputs.items() if n not in checked.unused_inputs}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        have = ", ".join(sorted(declared)) or "none"
+        raise InputError(f"pattern '{checked.name}' has no runtime input '{unknown[0]}' (its inputs: {have})")
+    out = {}
+    for name, decl in declared.items():
+        side = "key" if decl.axis == "k" else "query"
+        length, length_name = (kv_len, "kv_len") if decl.axis == "k" else (q_len, "q_len")
+        if given.get(name) is None:
+            raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
+                             f"(int[{decl.axis}]: one integer per {side})")
+        t = _as_tensor(name, given[name])
+        if t.dtype.is_floating_point or t.dtype.is_complex:
+            raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {t.dtype}")
+        shape = list(t.shape)
+        t = t.unsqueeze(0) if t.dim() == 1 else t
+        if t.dim() != 2 or t.shape[-1] != length or t.shape[0] not in (1, batch):
+            raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
+                             f"(int[{decl.axis}] with {length_name} = {length}), got {shape}")
+        if t.dtype == torch.uint64:   # its values above 2**63 would wrap in int64; compare them unconverted
+            big = t > INT32_MAX
+            if bool(big.any()):
+                _out_of_range(name, t, big)
+        out[name] = t.to(device=device, dtype=torch.int64).contiguous()
+    return out, _check_range(out)
+
+
+def _check_range(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    nonempty = {n: t for n, t in tensors.items() if t.numel()}
+    if not nonempty:
+        return {}
+    # one synchronisation for every input: their minima and maxima side by side
+    bounds = torch.stack([torch.stack(torch.aminmax(t)) for t in nonempty.values()]).tolist()
+    for (name, t), (lo, hi) in zip(nonempty.items(), bounds):
+        if lo < INT32_MIN or hi > INT32_MAX:
+            _out_of_range(name, t, (t < INT32_MIN) | (t > INT32_MAX))
+    return {name: (lo, hi) for name, (lo, hi) in zip(nonempty, bounds)}
+
+
+def _out_of_range(name: str, t: torch.Tensor, bad: torch.Tensor):
+    where = [int(i) for i in bad.nonzero()[0]]
+    value = int(t[tuple(where)])
+    at = f"[{where[-1]}]" if t.shape[0] == 1 else f"[{where[0]}, {where[1]}]"
+    raise InputError(f"runtime input '{name}' holds {value} at {at}, outside the 32-bit integer range "
+                     f"[{INT32_MIN}, {INT32_MAX}] that the kernels compute in; map the values into that range "
+                     f"(e.g. number documents from 0)")
