@@ -7,6 +7,7 @@ so attnpat makes it once, before its own first import of triton: the interpreter
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import os
 import sys
@@ -86,7 +87,29 @@ def import_triton():
     import triton
     if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on"):
         _patch_interpreter_bf16_dot()
+    else:
+        _check_compiler_has_a_gpu()
     return triton
+
+
+@functools.lru_cache(maxsize=None)
+def _no_gpu_message() -> str | None:
+    """Why compiled kernels cannot run here, or None (asked once per process: the answer does not change)."""
+    if "TRITON_INTERPRET" in os.environ:
+        return None   # the user chose; a wrong choice shows in Triton's own error
+    import torch
+    if torch.cuda.is_available():
+        return None
+    return ("triton was imported before attnpat on a machine without a CUDA device, so it was set up to "
+            "compile for a GPU and cannot run attnpat's kernels here. Import attnpat before anything that "
+            "imports triton (torch.compile and torch optimizers do), or set TRITON_INTERPRET=1 in the "
+            "environment to run kernels under Triton's interpreter")
+
+
+def _check_compiler_has_a_gpu() -> None:
+    message = _no_gpu_message()
+    if message is not None:
+        raise RuntimeError(message)
 
 
 def _patch_interpreter_bf16_dot() -> None:

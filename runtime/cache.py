@@ -145,7 +145,10 @@ def get_module(key: str, make_source: Callable[[], str], *, interpret: bool):
             body = make_source()
             if not body.endswith("\n"):
                 body += "\n"
-            _write_atomic(path, body)
+            try:
+                _write_atomic(path, body)
+            except OSError as exc:
+                raise _unusable(path, exc) from None
             how = "generated"
             if _read_valid(path) is None:   # another process replaced it between our write and read
                 raise OSError(f"attnpat cache entry {path} keeps changing; is the cache directory shared "
@@ -153,6 +156,17 @@ def get_module(key: str, make_source: Callable[[], str], *, interpret: bool):
         module = _import(path, key, interpret)
         _MEMORY[(key, interpret)] = module
         return module, how
+
+
+def _unusable(path: Path, exc: OSError) -> OSError:
+    """A clear error for a cache entry that cannot be written, naming the path and what is in the way."""
+    what = exc.strerror or str(exc)
+    for parent in (path, *path.parents):
+        if parent.exists() and (parent == path) == parent.is_dir():
+            what = f"{parent} is {'a directory' if parent.is_dir() else 'a file, not a directory'}"
+            break
+    return type(exc)(exc.errno, f"attnpat cannot write the kernel cache entry {path}: {what}; remove it or "
+                                f"set ATTNPAT_CACHE_DIR to a writable directory")
 
 
 def _import(path: Path, key: str, interpret: bool):

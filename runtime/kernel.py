@@ -30,6 +30,8 @@ from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precisi
 __all__ = ["Kernel", "compile", "attention", "prepared_mask", "KernelConfig", "default_config"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_BLOCK = 512    # tile sides beyond this overflow shared memory on every target (and Triton's block limits)
+MAX_STAGES = 8     # software-pipelining depth; deeper only multiplies shared memory
 _warned_interpreter = False
 
 
@@ -102,8 +104,13 @@ class Kernel:
         for name, v in given.items():
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ArgumentError(f"'{name}' must be a positive int, got {v!r}")
-            if v is not None and name.endswith(("block_m", "block_n")) and (v < 16 or v & (v - 1)):
-                raise ArgumentError(f"'{name}' must be a power of two >= 16, got {v}")
+            if v is not None and name.endswith(("block_m", "block_n")) and (v < 16 or v > MAX_BLOCK or v & (v - 1)):
+                raise ArgumentError(f"'{name}' must be a power of two from 16 to {MAX_BLOCK}, got {v}")
+            if v is not None and name.endswith("num_warps") and (v > 32 or v & (v - 1)):
+                raise ArgumentError(f"'{name}' must be 1, 2, 4, 8, 16 or 32 (a block has at most 1024 threads), "
+                                    f"got {v}")
+            if v is not None and name.endswith("num_stages") and v > MAX_STAGES:
+                raise ArgumentError(f"'{name}' must be from 1 to {MAX_STAGES}, got {v}")
         # per kernel: a dkdv_* / dq_* option wins over the bwd_* one for both kernels
         self._bwd_override = {
             which: {f: given[f"{which}_{f}"] if given[f"{which}_{f}"] is not None else given[f"bwd_{f}"]

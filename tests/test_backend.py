@@ -66,3 +66,11 @@ def test_the_interpreter_warning_points_at_the_callers_line(monkeypatch):
         warnings.simplefilter("always")
         attnpat.attention(q, q, q, "causal")   # through attention(), compile() and Kernel.__call__
     assert [(w.filename, w.category) for w in caught] == [(__file__, RuntimeWarning)]
+
+
+def test_triton_imported_first_on_a_machine_without_cuda_is_said_clearly():
+    if torch.cuda.is_available():
+        return   # with a GPU, importing triton first is fine
+    code = ("import triton, attnpat\ntry:\n    attnpat.kernel_device()\nexcept RuntimeError as e:\n"
+            "    print('refused:', 'imported before attnpat' in str(e), 'TRITON_INTERPRET=1' in str(e))")
+    assert _in_child(code) == "refused: True True"

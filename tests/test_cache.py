@@ -212,3 +212,18 @@ def test_compiled_values_corrupt_or_missing_are_rebuilt(cache_root, monkeypatch)
     cache.clear_memory()
     other = attnpat.load("document_sliding_window", window=6)         # another pattern: another entry
     assert cache.compiled_value(other.checked, pipeline.back).key != first.key
+
+
+def test_a_cache_directory_that_cannot_be_used_is_named_in_the_error(tmp_path, monkeypatch):
+    import pytest
+    from attnpat.runtime import cache
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("ATTNPAT_CACHE_DIR", str(blocker / "attnpat"))
+    with pytest.raises(OSError, match=f"{blocker} is a file, not a directory.*ATTNPAT_CACHE_DIR"):
+        cache.get_module("f" * 64, lambda: "x = 1\n", interpret=True)
+    entry_dir = tmp_path / "ok"
+    monkeypatch.setenv("ATTNPAT_CACHE_DIR", str(entry_dir))
+    (entry_dir / f"k_{'e' * 40}.py").mkdir(parents=True)   # an entry replaced by a directory
+    with pytest.raises(OSError, match=r"k_e+\.py is a directory; remove it"):
+        cache.get_module("e" * 64, lambda: "x = 1\n", interpret=True)

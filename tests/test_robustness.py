@@ -283,3 +283,14 @@ def test_an_infinite_score_makes_its_row_nan_in_the_reference_and_the_kernel():
     out = attnpat.attention(q, k, v, p)
     assert torch.isnan(out[0, 0]).any(-1).tolist() == expected
     assert torch.allclose(out[0, 0][~torch.tensor(expected)].double(), ref[0, 0][~torch.tensor(expected)], atol=1e-5)
+
+
+def test_launch_options_out_of_any_targets_range_are_refused():
+    import attnpat
+    for option, value, message in [("block_n", 2 ** 40, "power of two from 16 to 512"),
+                                   ("bwd_block_m", 1024, "power of two from 16 to 512"),
+                                   ("num_warps", 64, "1, 2, 4, 8, 16 or 32"),
+                                   ("dq_num_warps", 3, "1, 2, 4, 8, 16 or 32"),
+                                   ("num_stages", 100, "from 1 to 8")]:
+        with pytest.raises(attnpat.ArgumentError, match=message):
+            attnpat.compile("causal", **{option: value})
