@@ -22,7 +22,8 @@ from .errors import ArgumentError, InputError, PatternError, RangeError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "query_positions", "check_sizes"]
+__all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "shape_inputs", "query_positions",
+           "check_sizes"]
 
 
 # Values the reference refuses: int64 wraps at 2**63, and the float64 estimate that detects it is exact to
@@ -54,6 +55,17 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
     (length q_len). Either may be 1-D (shared by the batch) or [batch, length]. `how(name, axis, length)`,
     when given, is added to a missing input's error: how to pass it (the command line's --input syntax).
     """
+    shaped = shape_inputs(checked, q_len, kv_len, batch, inputs, how)
+    if not shaped:
+        return {}   # without importing torch: the CLI's light commands never do
+    import torch
+    return {name: t.to(device="cpu", dtype=torch.int64) for name, t in shaped.items()}
+
+
+def shape_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int, inputs: dict[str, object],
+                 how: Callable[[str, str, int], str] | None = None) -> dict[str, torch.Tensor]:
+    """The declaration checks every user of runtime inputs shares (names, integer dtype, shape [L] or
+    [batch, L]): the inputs as [B', L] tensors, in their own dtype and on their own device."""
     declared = {d.name: d for d in checked.inputs}
     if not declared and not inputs:
         return {}
@@ -65,8 +77,8 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
         raise InputError(f"pattern '{checked.name}' has no runtime input '{unknown[0]}' (its inputs: {have})")
     out = {}
     for name, decl in declared.items():
+        length, length_name = (kv_len, "kv_len") if decl.axis == "k" else (q_len, "q_len")
         if name not in inputs or inputs[name] is None:
-            length = kv_len if decl.axis == "k" else q_len
             raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
                              f"(int[{decl.axis}]: one integer per {'key' if decl.axis == 'k' else 'query'})"
                              + (how(name, decl.axis, length) if how else ""))
@@ -81,15 +93,13 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
                                  f"{type(value).__name__}") from None
         if value.dtype.is_floating_point or value.dtype.is_complex:
             raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {value.dtype}")
-        length = kv_len if decl.axis == "k" else q_len
         shape = list(value.shape)
         if value.dim() == 1:
             value = value.unsqueeze(0)
         if value.dim() != 2 or value.shape[-1] != length or value.shape[0] not in (1, batch):
             raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
-                             f"(int[{decl.axis}] with {'kv_len' if decl.axis == 'k' else 'q_len'} = {length}), "
-                             f"got {shape}")
-        out[name] = value.to(device="cpu", dtype=torch.int64)
+                             f"(int[{decl.axis}] with {length_name} = {length}), got {shape}")
+        out[name] = value
     return out
 
 

@@ -10,47 +10,19 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from ..reference import shape_inputs
 
 __all__ = ["INT32_MIN", "INT32_MAX", "validate_inputs"]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _as_tensor(name: str, value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        t = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError):
-        raise InputError(f"runtime input '{name}' must be an integer tensor, got {type(value).__name__}") from None
-    return t.to(torch.int64) if t.numel() == 0 else t   # an empty list is an empty integer input, not float
-
-
 def validate_inputs(checked, q_len: int, kv_len: int, batch: int, inputs: dict, device):
     """The pattern's runtime inputs checked against its declarations (names, integer dtype, shape [L] or
-    [batch, L], values within int32): (int64 [1 or batch, L] tensors on `device`, {name: (min, max)} of the
-    non-empty ones) by name."""
-    declared = {d.name: d for d in checked.inputs}
-    given = {n: v for n, v in inputs.items() if n not in checked.unused_inputs}
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        have = ", ".join(sorted(declared)) or "none"
-        raise InputError(f"pattern '{checked.name}' has no runtime input '{unknown[0]}' (its inputs: {have})")
+    [batch, L], as the reference checks them) and within int32: (int64 [1 or batch, L] tensors on `device`,
+    {name: (min, max)} of the non-empty ones) by name."""
     out = {}
-    for name, decl in declared.items():
-        side = "key" if decl.axis == "k" else "query"
-        length, length_name = (kv_len, "kv_len") if decl.axis == "k" else (q_len, "q_len")
-        if given.get(name) is None:
-            raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
-                             f"(int[{decl.axis}]: one integer per {side})")
-        t = _as_tensor(name, given[name])
-        if t.dtype.is_floating_point or t.dtype.is_complex:
-            raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {t.dtype}")
-        shape = list(t.shape)
-        t = t.unsqueeze(0) if t.dim() == 1 else t
-        if t.dim() != 2 or t.shape[-1] != length or t.shape[0] not in (1, batch):
-            raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
-                             f"(int[{decl.axis}] with {length_name} = {length}), got {shape}")
+    for name, t in shape_inputs(checked, q_len, kv_len, batch, inputs).items():
         if t.dtype == torch.uint64:   # its values above 2**63 would wrap in int64; compare them unconverted
             big = t > INT32_MAX
             if bool(big.any()):
