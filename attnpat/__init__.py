@@ -60,3 +60,14 @@ __all__ = [
     "kernel_device", "__version__", "PatternError", "PatternSyntaxError", "PatternNameError", "PatternTypeError",
     "ParameterError", "RequirementError", "EmptyPatternError", "InputError", "ArgumentError", "RangeError",
 ]
+
+
+def __getattr__(name: str):
+    """attnpat.KVCache, attnpat.layer_caches and attnpat.decode_attention, imported (with torch) on first use."""
+    if name in ("KVCache", "layer_caches"):
+        from .runtime import kvcache
+        return getattr(kvcache, name)
+    if name == "decode_attention":
+        from .runtime.decode import decode_attention
+        return decode_attention
+    raise AttributeError(f"module 'attnpat' has no attribute {name!r}")

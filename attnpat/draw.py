@@ -201,6 +201,8 @@ def _slice_mask(checked, rows: np.ndarray, kv_len: int, q_start: int, b: int, h:
             return values[idx]
         if isinstance(e, N.Subscript):
             axis, row = tables[e.value.id]
+            if axis == "b":                      # an int[b] input: one value for the drawn sequence
+                return row[0]
             if axis == "q":                      # an int[q] input has one value per query row
                 return row[rows][:, None]
             if e.index.id == "k":

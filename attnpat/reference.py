@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["evaluate_dense", "reference_attention", "prepare_inputs", "shape_inputs", "query_positions",
-           "check_sizes"]
+           "check_sizes", "shape_float_inputs", "dense_score_terms"]
 
 
 # Values the reference refuses: int64 wraps at 2**63, and the float64 estimate that detects it is exact to
@@ -52,7 +52,8 @@ def prepare_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int,
     """Validate runtime inputs against the pattern's declarations; return int64 CPU [B', L] tensors.
 
     An int[k] input has one value per key position (length kv_len); an int[q] input one per query row
-    (length q_len). Either may be 1-D (shared by the batch) or [batch, length]. `how(name, axis, length)`,
+    (length q_len). Either may be 1-D (shared by the batch) or [batch, length]. An int[b] input has one value
+    per sequence: [batch], or [1] or 0-d (shared); it comes back as [B', 1]. `how(name, axis, length)`,
     when given, is added to a missing input's error: how to pass it (the command line's --input syntax).
     """
     shaped = shape_inputs(checked, q_len, kv_len, batch, inputs, how)
@@ -70,17 +71,19 @@ def shape_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int, i
     if not declared and not inputs:
         return {}
     import torch
-    inputs = {n: v for n, v in inputs.items() if n not in checked.unused_inputs}
+    floats = {d.name for d in checked.scores.inputs} if checked.scores is not None else set()
+    # float inputs feed the score terms (shape_float_inputs), not the mask
+    inputs = {n: v for n, v in inputs.items() if n not in checked.unused_inputs and n not in floats}
     unknown = sorted(set(inputs) - set(declared))
     if unknown:
         have = ", ".join(sorted(declared)) or "none"
         raise InputError(f"pattern '{checked.name}' has no runtime input '{unknown[0]}' (its inputs: {have})")
     out = {}
     for name, decl in declared.items():
-        length, length_name = (kv_len, "kv_len") if decl.axis == "k" else (q_len, "q_len")
+        length, length_name = {"k": (kv_len, "kv_len"), "q": (q_len, "q_len"), "b": (batch, "batch")}[decl.axis]
         if name not in inputs or inputs[name] is None:
             raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' "
-                             f"(int[{decl.axis}]: one integer per {'key' if decl.axis == 'k' else 'query'})"
+                             f"(int[{decl.axis}]: one integer per {_PER[decl.axis]})"
                              + (how(name, decl.axis, length) if how else ""))
         value = inputs[name]
         if not isinstance(value, torch.Tensor):
@@ -94,11 +97,53 @@ def shape_inputs(checked: CheckedPattern, q_len: int, kv_len: int, batch: int, i
         if value.dtype.is_floating_point or value.dtype.is_complex:
             raise InputError(f"runtime input '{name}' must have an integer (or bool) dtype, got {value.dtype}")
         shape = list(value.shape)
+        if decl.axis == "b":   # one value per sequence: [batch], or [1] / 0-d shared by the batch -> [B', 1]
+            # ([B', 1], what this function returns, is accepted again: callers pass prepared inputs on)
+            if value.dim() > 2 or (value.dim() == 2 and value.shape[1] != 1) or \
+                    (value.dim() >= 1 and value.shape[0] not in (1, batch)):
+                raise InputError(f"input '{name}' is int[b]: give one value per sequence, shape [batch] "
+                                 f"([{batch}] here; [1] or a 0-d tensor is shared by the batch), got {shape}")
+            out[name] = value.reshape(-1, 1)
+            continue
         if value.dim() == 1:
             value = value.unsqueeze(0)
         if value.dim() != 2 or value.shape[-1] != length or value.shape[0] not in (1, batch):
             raise InputError(f"runtime input '{name}' must have shape [{length}] or [{batch}, {length}] "
                              f"(int[{decl.axis}] with {length_name} = {length}), got {shape}")
+        out[name] = value
+    return out
+
+
+_PER = {"k": "key", "q": "query", "b": "sequence of the batch"}
+
+
+def shape_float_inputs(checked: CheckedPattern, heads: int, inputs: dict[str, object]) -> dict[str, torch.Tensor]:
+    """The pattern's float[h] inputs (score terms) checked: a real tensor (or sequence) of shape [heads] with
+    finite values, each in its own floating dtype and device (its autograd graph kept)."""
+    if checked.scores is None or not checked.scores.inputs:
+        return {}
+    import torch
+    out = {}
+    for decl in checked.scores.inputs:
+        name = decl.name
+        if name not in inputs or inputs[name] is None:
+            raise InputError(f"pattern '{checked.name}' needs runtime input '{name}' (float[h]: one number per "
+                             f"head, {heads} of them)")
+        value = inputs[name]
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value, dtype=torch.float64)
+            except Exception:
+                raise InputError(f"runtime input '{name}' must be a float tensor, got "
+                                 f"{type(value).__name__}") from None
+        if not value.dtype.is_floating_point:
+            raise InputError(f"runtime input '{name}' is float[h]: it must have a floating-point dtype, got "
+                             f"{value.dtype}")
+        if list(value.shape) != [heads]:
+            raise InputError(f"runtime input '{name}' must have shape [{heads}] (float[h]: one number per query "
+                             f"head), got {list(value.shape)}")
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise InputError(f"runtime input '{name}' holds a value that is not finite (NaN or inf)")
         out[name] = value
     return out
 
@@ -216,6 +261,8 @@ class _Grid:
             return values[idx]
         name, axis = e.value.id, e.index.id
         table = self.inputs[name]                                   # [B' , L]
+        if axis == "b":                                             # int[b]: [B', 1], one value per sequence
+            return table.view(-1, 1, 1, 1)
         if self.decls[name].axis == "q":
             pos = self.q_row.flatten()
         else:
@@ -269,8 +316,17 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
         vd = vd.repeat_interleave(group, dim=1)
     s = (1.0 / math.sqrt(D)) if scale is None else float(scale)
     scores = torch.matmul(qd, kd.transpose(-1, -2)) * s
+    softcap, bias, sink = dense_score_terms(pattern, Nq, M, B, Hq, q_offset, inputs)
+    if softcap is not None:   # in the documented order: softcap, bias, (mask), sink
+        scores = softcap * torch.tanh(scores / softcap)
+    if bias is not None:
+        scores = scores + bias.to(scores.device)
+    if sink is not None:
+        sink = sink.to(scores.device).expand(B, Hq, Nq, 1)
     scores = scores.masked_fill(~mask, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
+    # the sink is one more logit in the denominator that attends to nothing: a row with no allowed key but a
+    # sink has lse = the sink and output 0
+    lse = torch.logsumexp(scores if sink is None else torch.cat([scores, sink], -1), dim=-1)
     # a row with no allowed key (lse = -inf) gets 0; an allowed score of +inf or NaN makes its row NaN
     probs = torch.exp(scores - lse.unsqueeze(-1).masked_fill((lse == float("-inf")).unsqueeze(-1), 0.0))
     probs = probs.masked_fill(~mask, 0.0)
@@ -280,3 +336,63 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     for b, h, j in bad.nonzero().tolist():
         out[b, h] += torch.where(mask[b, h, :, j, None], probs[b, h, :, j, None] * vd[b, h, j], 0.0)
     return (out, lse) if return_lse else out
+
+
+def dense_score_terms(pattern, q_len: int, kv_len: int, batch: int, heads: int, q_offset, inputs: dict):
+    """A pattern's score terms on the grid, in float64: (softcap or None, the summed bias broadcastable to
+    [batch, heads, q_len, kv_len] or None, the sink broadcastable to [batch, heads, 1, 1] or None). The sink and
+    the float inputs keep their autograd graph."""
+    terms = getattr(getattr(pattern, "checked", None), "scores", None)
+    if terms is None:
+        return None, None, None
+    grid = _ScoreGrid(pattern.checked, q_len, kv_len, batch, heads, q_offset, inputs)
+    bias = None
+    for term in terms.bias:
+        bias = grid.eval(term) if bias is None else bias + grid.eval(term)
+    sink = grid.eval(terms.sink) if terms.sink is not None else None
+    if sink is not None and sink.dim() < 4:
+        sink = sink.view(1, 1, 1, 1)
+    return terms.softcap, bias, sink
+
+
+class _ScoreGrid:
+    """Score terms evaluated in float64 on the [B, H, Q, K] grid, independently of the kernels' printer."""
+
+    def __init__(self, checked, q_len, kv_len, batch, heads, q_offset, inputs):
+        import torch
+        self.floats = {n: t.to(torch.float64) for n, t in shape_float_inputs(checked, heads, inputs).items()}
+        ints = {n: v for n, v in inputs.items() if n not in self.floats}
+        self.grid = _Grid(checked, q_len, kv_len, batch, heads, q_offset,
+                          prepare_inputs(checked, q_len, kv_len, batch, ints))
+
+    def eval(self, e: N.Expr):
+        import torch
+        if isinstance(e, (N.Num, N.Float)):
+            return torch.tensor(float(e.value), dtype=torch.float64)
+        if isinstance(e, N.Name):
+            return self.grid.vars[e.id].double()
+        if isinstance(e, N.Unary):
+            return -self.eval(e.operand)
+        if isinstance(e, N.BinOp):
+            a, b = self.eval(e.left), self.eval(e.right)
+            return a + b if e.op == "+" else a - b if e.op == "-" else a * b
+        if isinstance(e, N.Call):
+            args = [self.eval(a) for a in e.args]
+            if e.func == "abs":
+                return args[0].abs()
+            out = args[0]
+            for a in args[1:]:
+                out = torch.minimum(out, a) if e.func == "min" else torch.maximum(out, a)
+            return out
+        if isinstance(e, N.Subscript) and isinstance(e.value, N.Name) and e.value.id in self.floats:
+            return self.floats[e.value.id].view(1, -1, 1, 1)
+        if isinstance(e, N.Subscript) and isinstance(e.value, N.ListLit):
+            values = torch.tensor([float(x.value) for x in e.value.elts], dtype=torch.float64)
+            idx = self.grid.eval(e.index)
+            if bool(((idx < 0) | (idx >= len(values))).any()):
+                raise ArgumentError(f"pattern '{self.grid.checked.name}': a list index in a score term is out "
+                                    f"of range (the list has {len(values)} elements); check the number of heads")
+            return values[idx]
+        if isinstance(e, N.Subscript):
+            return self.grid.eval(e).double()
+        raise PatternError(f"internal error: unchecked score term {type(e).__name__}", e.span)

@@ -67,19 +67,40 @@ def _timed(seconds: dict[str, float] | None, step: str):
             seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
 
 
-def eager_attention(q, k, v, mask, scale=None):
-    """Attention by torch eager in the inputs' own dtype: the error baseline a kernel is held to."""
+def eager_attention(q, k, v, mask, scale=None, terms=(None, None, None)):
+    """Attention by torch eager in the inputs' own dtype: the error baseline a kernel is held to. `terms`:
+    the pattern's score terms as reference.dense_score_terms gives them (softcap, bias, sink), applied in
+    the inputs' dtype."""
     group = q.shape[1] // k.shape[1]
     if group > 1:
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
     scale = (1.0 / math.sqrt(q.shape[-1])) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    softcap, bias, sink = terms
+    if softcap is not None or bias is not None or sink is not None:
+        return _eager_scores(scores, v, mask, softcap, bias, sink)
     # Rows with no allowed key are zeroed before the softmax, so their output and their gradients are 0
     # (a softmax over all -inf would give NaN, and a NaN baseline would make every comparison pass).
     empty = ~mask.any(-1, keepdim=True)
     scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).masked_fill(empty, 0.0)
+    return torch.matmul(probs, v)
+
+
+def _eager_scores(scores, v, mask, softcap, bias, sink):
+    """eager_attention's tail for score terms: softcap, bias, mask, sink, in the scores' dtype."""
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    if sink is not None:   # one more logit that attends to nothing: a zero row of v
+        column = sink.to(scores.dtype).expand(*scores.shape[:-1], 1)
+        probs = torch.softmax(torch.cat([scores, column], -1).float(), dim=-1)[..., :-1].to(scores.dtype)
+    else:
+        empty = ~mask.any(-1, keepdim=True)
+        probs = torch.softmax(scores.masked_fill(empty, 0.0).float(), dim=-1).to(scores.dtype).masked_fill(empty, 0)
     return torch.matmul(probs, v)
 
 
@@ -91,7 +112,7 @@ def check_case(pattern: Pattern, case: dict, *, backward: bool, device: str = "c
                seconds: dict[str, float] | None = None) -> str | None:
     """Run one case; return None if it passes, else what went wrong (`seconds` adds up time per step)."""
     from . import compile as compile_kernel
-    from .reference import reference_attention
+    from .reference import dense_score_terms, reference_attention
     g = torch.Generator().manual_seed(case["seed"])
     dtype = getattr(torch, case["dtype"])
     B, H, Hkv, N, M, D = (case[x] for x in ("batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim"))
@@ -100,6 +121,10 @@ def check_case(pattern: Pattern, case: dict, *, backward: bool, device: str = "c
     v = torch.randn(B, Hkv, M, D, generator=g).to(dtype).to(device)
     inputs = {n: torch.tensor(rows, dtype=torch.int64) for n, rows in case["inputs"].items()}
     inputs = {n: (t[0] if t.shape[0] == 1 else t) for n, t in inputs.items()}
+    floats = {n: torch.tensor(vals, dtype=torch.float32, device=device) for n, vals in case.get("floats", {}).items()}
+    sinks = _grad_inputs(pattern) if backward else set()
+    for n in sinks & set(floats):
+        floats[n].requires_grad_(True)   # a float input's gradient is checked with dq, dk, dv
     offset = case["q_offset"]
     scale = 1.0 / math.sqrt(D)
     with _timed(seconds, "compile"):
@@ -107,12 +132,14 @@ def check_case(pattern: Pattern, case: dict, *, backward: bool, device: str = "c
     if backward:
         q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
     with _timed(seconds, "forward kernel"):
-        out = kernel(q, k, v, q_offset=offset, **inputs)
+        out = kernel(q, k, v, q_offset=offset, **inputs, **floats)
     with _timed(seconds, "reference"):
         q64, k64, v64 = (t.detach().double().requires_grad_(backward) for t in (q, k, v))
-        ref = reference_attention(q64, k64, v64, pattern, q_offset=offset, **inputs)
+        f64 = {n: t.detach().double().requires_grad_(t.requires_grad) for n, t in floats.items()}
+        ref = reference_attention(q64, k64, v64, pattern, q_offset=offset, **inputs, **f64)
         mask = pattern.dense_mask(N, M, batch=B, heads=H, q_offset=offset, **inputs).to(q.device)
-        eager = eager_attention(q.detach(), k.detach(), v.detach(), mask, scale)
+        terms = dense_score_terms(pattern, N, M, B, H, offset, {**inputs, **floats})
+        eager = eager_attention(q.detach(), k.detach(), v.detach(), mask, scale, terms)
     if not torch.isfinite(out).all():
         return "the output has NaN or inf"
     err, base = _error(out.detach(), ref.detach()), _error(eager, ref.detach())
@@ -126,15 +153,31 @@ def check_case(pattern: Pattern, case: dict, *, backward: bool, device: str = "c
     with _timed(seconds, "reference"):
         ref.backward(do.double())
         e_q, e_k, e_v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-        eager_attention(e_q, e_k, e_v, mask, scale).backward(do)
-    for name, got, want, base_t in (("dq", q.grad, q64.grad, e_q.grad), ("dk", k.grad, k64.grad, e_k.grad),
-                                    ("dv", v.grad, v64.grad, e_v.grad)):
+        e_f = {n: t.detach().clone().requires_grad_(t.requires_grad) for n, t in floats.items()}
+        terms = dense_score_terms(pattern, N, M, B, H, offset, {**inputs, **e_f})
+        eager_attention(e_q, e_k, e_v, mask, scale, terms).backward(do)
+    grads = [("dq", q.grad, q64.grad, e_q.grad), ("dk", k.grad, k64.grad, e_k.grad),
+             ("dv", v.grad, v64.grad, e_v.grad)]
+    grads += [(f"d{n}", floats[n].grad, f64[n].grad, e_f[n].grad) for n in sorted(sinks & set(floats))]
+    for name, got, want, base_t in grads:
         if got is None or not torch.isfinite(got).all():
             return f"{name} is missing or not finite"
         err, base = _error(got, want), _error(base_t, want)
         if err > max(FUDGE * base, GRAD_FLOOR[dtype]):
             return f"{name} error {err:.3g} > {FUDGE} x eager {dtype} error {base:.3g}"
     return None
+
+
+def _grad_inputs(pattern) -> set[str]:
+    """The float inputs attnpat computes gradients for: those a bias reads, and a sink written NAME[h]."""
+    from .compiler import nodes as N
+    terms = pattern.compiled.checked.scores
+    if terms is None:
+        return set()
+    sink = terms.sink
+    simple = isinstance(sink, N.Subscript) and isinstance(sink.value, N.Name)
+    other = set() if sink is None or simple else {x.id for x in N.walk(sink) if isinstance(x, N.Name)}
+    return {d.name for d in terms.inputs} - other
 
 
 def _python_value(value: object) -> str:
@@ -146,6 +189,7 @@ def _snippet(spec: str, params: dict, case: dict, backward: bool) -> str:
     args = "".join(f", {k}={_python_value(v)}" for k, v in params.items())
     inputs = "".join(f", {n}=torch.tensor({rows if len(rows) > 1 else rows[0]})"
                      for n, rows in case["inputs"].items())
+    inputs += "".join(f", {n}=torch.tensor({vals})" for n, vals in case.get("floats", {}).items())
     lines = [
         "import math, torch, attnpat",
         f"pattern = attnpat.load({spec!r}{args})",
@@ -186,6 +230,8 @@ def verify(pattern: Pattern, *, spec: str, examples: int = 25, backward: bool = 
     from hypothesis import strategies as st
 
     inputs_decl = dict(pattern.inputs)
+    terms = pattern.compiled.checked.scores
+    floats_decl = [d.name for d in terms.inputs] if terms is not None else []   # float[h]: score terms
 
     @st.composite
     def cases(draw):
@@ -199,6 +245,11 @@ def verify(pattern: Pattern, *, spec: str, examples: int = 25, backward: bool = 
         batch = draw(st.integers(1, 2))
         inputs = {}
         for name, axis in sorted(inputs_decl.items()):
+            if axis == "b":   # one value per sequence (a length, say), or one shared by the batch
+                inputs[name] = draw(st.lists(st.integers(0, kv_len + 1), min_size=1, max_size=1)
+                                    if draw(st.booleans()) else
+                                    st.lists(st.integers(0, kv_len + 1), min_size=batch, max_size=batch))
+                continue
             length = kv_len if axis == "k" else q_len
             rows = []
             for _ in range(batch if draw(st.booleans()) else 1):
@@ -212,7 +263,9 @@ def verify(pattern: Pattern, *, spec: str, examples: int = 25, backward: bool = 
                 "kv_heads": kv_heads, "head_dim": draw(st.sampled_from([16, 32, 64])),
                 "dtype": draw(st.sampled_from(["float32", "float16", "bfloat16"])),
                 "block_m": draw(st.sampled_from([16, 32, 64])), "block_n": draw(st.sampled_from([16, 32])),
-                "seed": draw(st.integers(0, 2**16)), "inputs": inputs}
+                "seed": draw(st.integers(0, 2**16)), "inputs": inputs,
+                "floats": {name: draw(st.lists(st.floats(-3, 3, width=32), min_size=heads, max_size=heads))
+                           for name in floats_decl}}
 
     failures: list = []
     count = [0]

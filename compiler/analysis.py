@@ -361,6 +361,7 @@ def analyze(pattern, q_len: int, kv_len: int | None = None, *, heads: int = 1, b
         causal_pairs=batch * heads * causal_pairs(q_len, kv_len, f.q_start), lookback=f.lookback,
         lookahead=f.lookahead, max_keys=f.max_keys, empty_rows=f.empty_rows, rows=batch * heads * q_len,
         receptive_field=field_, receptive_note=note, variants=f.variants, evaluated=f.evaluated + extra,
+        scores=pattern.canonical.score_text,
     )
 
 

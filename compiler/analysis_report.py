@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from .check_score import ORDER
+
 __all__ = ["Analysis"]
 
 
@@ -45,6 +47,7 @@ class Analysis:
             bound otherwise); None when it cannot be computed (see ``receptive_note``).
         variants: distinct masks over the (batch, head) slices (each analysed once).
         evaluated: points evaluated one by one (inside PARTIAL tiles) -- the analysis's own cost.
+        scores: the canonical score statements (softcap, bias, sink), one per line; '' for plain attention.
     """
 
     pattern: str
@@ -74,6 +77,7 @@ class Analysis:
     receptive_note: str = ""
     variants: int = 1
     evaluated: int = 0
+    scores: str = ""
 
     # -- derived numbers ---------------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class Analysis:
             lines.append(f"  (query row i is at position q = i + {self.q_start})")
         rows = []
         rows.append(("canonical", self.canonical))
+        if self.scores:
+            rows += _score_rows(self.scores)
         rows.append(("key", self.key))
         slices = self.batch * self.heads
         per = f" over {slices} (batch, head) slices" if slices > 1 else ""
@@ -183,7 +189,8 @@ class Analysis:
             rows.append(("empty rows", "none: every query attends to at least one key"))
         else:
             rows.append(("empty rows", f"{_n(self.empty_rows)} of {_n(self.rows)} query rows attend to no key "
-                                       f"(their output is 0)"))
+                                       f"(their output is 0" + ("; their lse is the sink)" if "score sink(" in
+                                                                self.scores else ")")))
         layers = f"{self.layers} layer{'s' if self.layers != 1 else ''}"
         if self.receptive_field is None:
             rows.append(("receptive", f"after {layers}: unknown ({self.receptive_note})"))
@@ -199,6 +206,22 @@ class Analysis:
 
     def __str__(self) -> str:
         return self.report()
+
+
+_SCORE_MEANING = {
+    "softcap": "scores s become cap * tanh(s / cap)",
+    "bias": "added to every score (after the softcap)",
+    "sink": "one more logit per head in the softmax's denominator, attending to nothing",
+}
+
+
+def _score_rows(text: str) -> list[tuple[str, str]]:
+    """The report's rows for the score terms, in the order they apply (scale, softcap, bias, mask, sink)."""
+    rows = [("score terms", f"applied in order: {ORDER}")]
+    for line in text.split("\n"):
+        kind = line.removeprefix("score ").split("(", 1)[0]
+        rows.append(("", f"{line.removeprefix('score ')}: {_SCORE_MEANING[kind]}"))
+    return rows
 
 
 def _n(x: int) -> str:

@@ -17,6 +17,7 @@ from typing import Callable
 from ..errors import ParameterError, PatternError, PatternNameError, PatternTypeError, RequirementError, Span
 from . import nodes as N
 from .check_expr import BUILTINS, CONSTANTS, VARIABLES, ExprChecker, Scope, Typed
+from .check_score import ScoreTerms, check_scores
 from .ranges import CHECK_POSITIONS, check_ranges
 from .semantics import INT_MAX, INT_MIN, literal
 from .unparse import unparse_expr
@@ -74,6 +75,7 @@ class CheckedPattern:
         expr: the mask, over q, k, h, b, input subscripts and literals only.
         unused_inputs: names of declared inputs that the bound parameters fold away; accepted at call time
             (so callers need not know which parameter values use them) and ignored.
+        scores: the score terms (softcap, biases, sink; compiler/check_score.py), or None for plain attention.
     """
 
     name: str
@@ -81,6 +83,7 @@ class CheckedPattern:
     inputs: tuple[N.InputDecl, ...]
     expr: N.Expr
     unused_inputs: tuple[str, ...] = ()
+    scores: ScoreTerms | None = None
 
     def __str__(self) -> str:
         return unparse_expr(self.expr)
@@ -92,6 +95,7 @@ class _Checker(ExprChecker):
         self.stack: list[str] = []
         self.inputs: dict[str, N.InputDecl] = {}
         self.input_owners: dict[str, str] = {}   # input name -> the pattern that declared it first
+        self.float_decls: list[str] = []   # the float inputs the checked pattern declares
 
     # -- patterns ---------------------------------------------------------------------------------
 
@@ -136,6 +140,8 @@ class _Checker(ExprChecker):
                     self.require(stmt, scope)
                 elif isinstance(stmt, N.InputDecl):
                     self.declare_input(stmt, scope)
+                elif isinstance(stmt, N.FloatInputDecl):
+                    self.declare_float_input(stmt, scope)
                 elif isinstance(stmt, N.Let):
                     self.declare_name(stmt.name, stmt.span, scope)
                     try:
@@ -145,6 +151,14 @@ class _Checker(ExprChecker):
             mask = self.expr(masks[0].expr, scope)
             if mask.type != "bool":
                 raise PatternTypeError(f"a mask must be a condition (bool), not {mask.type}", masks[0].expr.span)
+            scores = [s for s in pattern.body if isinstance(s, N.Score)]
+            if scores and len(self.stack) > 1:
+                # silently dropping a callee's softcap or sink would be a wrong answer; inheriting them would
+                # make `a() and b()` ambiguous: the caller states its own terms
+                raise PatternNameError(f"pattern '{pattern.name}' has score terms, and a call uses only a "
+                                       f"pattern's mask: repeat its 'score' statements in the calling pattern",
+                                       call_span, (f"its first 'score' is at {_where(scores[0].span)}",))
+            self.scores_out = check_scores(self, scope, scores)
             self.params_out = scope.params
             return mask
         finally:
@@ -173,6 +187,9 @@ class _Checker(ExprChecker):
             where = f"parameter '{p.name}' of pattern '{pattern.name}'"
             if p.name in overrides:
                 value, span = overrides[p.name]
+                if p.type == "float" and type_of_value(value) == "int":
+                    value = _as_float(value, f"{where}: {format_value(value)} is too large for a float",
+                                      span or call_span)
                 got = type_of_value(value)
                 if got != p.type and not (p.type == "set" and got in ("list", "range")):
                     raise ParameterError(f"{where} is {p.type}, got {got} {format_value(value)}",
@@ -188,6 +205,9 @@ class _Checker(ExprChecker):
             typed = self.expr(p.default, scope)
             if not typed.const:
                 raise PatternTypeError(f"the value of parameter '{p.name}' must be a constant", p.default.span)
+            if p.type == "float" and typed.type == "int":
+                typed = Typed(typed.expr, "float", _as_float(typed.value, "this number is too large for a float",
+                                                             p.default.span))
             ok = typed.type == p.type or (p.type == "set" and typed.type in ("list", "range"))
             if not ok:
                 raise PatternTypeError(f"the value of parameter '{p.name}' is {typed.type}, but it is declared {p.type}",
@@ -200,14 +220,18 @@ class _Checker(ExprChecker):
     def declare_name(self, name: str, span: Span | None, scope: Scope) -> None:
         if name in BUILTIN_NAMES:
             raise PatternNameError(f"'{name}' is a built-in name and cannot be redefined", span)
-        if name in scope.params or name in scope.lets or name in scope.inputs:
+        if name in scope.params or name in scope.lets or name in scope.inputs or name in scope.floats:
             raise PatternNameError(f"'{name}' is already defined in pattern '{scope.pattern.name}'", span)
 
-    def declare_input(self, decl: N.InputDecl, scope: Scope) -> None:
+    def declare_runtime_name(self, decl, scope: Scope) -> None:
+        """A runtime input's name (int or float): free in the pattern, and not an argument of the calls."""
         self.declare_name(decl.name, decl.span, scope)
         if decl.name in RESERVED_INPUT_NAMES:
             raise _reserved(decl.name, "runtime input", "inputs", "kernel(q, k, v, doc=ids)",
                             "the calls that take them", RESERVED_INPUT_NAMES, decl.span)
+
+    def declare_input(self, decl: N.InputDecl, scope: Scope) -> None:
+        self.declare_runtime_name(decl, scope)
         scope.inputs[decl.name] = decl
         other = self.inputs.get(decl.name)
         if other is not None and other.axis != decl.axis:
@@ -221,6 +245,12 @@ class _Checker(ExprChecker):
         if decl.name not in self.inputs:
             self.inputs[decl.name] = decl
             self.input_owners[decl.name] = scope.pattern.name
+
+    def declare_float_input(self, decl: N.FloatInputDecl, scope: Scope) -> None:
+        self.declare_runtime_name(decl, scope)
+        scope.floats[decl.name] = decl
+        if len(self.stack) == 1:
+            self.float_decls.append(decl.name)
 
     def require(self, req: N.Require, scope: Scope) -> None:
         typed = self.expr(req.cond, scope)
@@ -360,7 +390,17 @@ def check_pattern(module: N.Module, name: str, params: dict[str, object] | None 
     used = _names(mask.expr)
     inputs = tuple(d for n, d in checker.inputs.items() if n in used)
     unused = tuple(sorted(n for n in checker.inputs if n not in used))
-    return CheckedPattern(name, bound, inputs, mask.expr, unused)
+    read = {d.name for d in checker.scores_out.inputs} if checker.scores_out is not None else set()
+    unused = tuple(sorted(unused + tuple(n for n in checker.float_decls if n not in read)))
+    return CheckedPattern(name, bound, inputs, mask.expr, unused, checker.scores_out)
+
+
+def _as_float(value: int, message: str, span: Span | None) -> float:
+    """An int parameter value given for a float parameter, as a float (ParameterError beyond the floats)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ParameterError(message, span) from None
 
 
 def _where(span: Span | None) -> str:

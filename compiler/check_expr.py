@@ -8,7 +8,7 @@ type, and its Python value when it is constant. Constant values come from the on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import PatternError, PatternNameError, PatternTypeError, Span
 from . import nodes as N
@@ -63,6 +63,7 @@ class Scope:
     params: dict[str, Value]
     lets: dict[str, Typed]
     inputs: dict[str, N.InputDecl]
+    floats: dict[str, N.FloatInputDecl] = field(default_factory=dict)   # float[h] inputs (score terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,9 @@ class ExprChecker:
     def e_Num(self, e: N.Num, scope) -> Typed:
         return Typed(e, "int", e.value)
 
+    def e_Float(self, e: N.Float, scope) -> Typed:
+        return Typed(e, "float", e.value)
+
     def e_BoolLit(self, e: N.BoolLit, scope) -> Typed:
         return Typed(e, "bool", e.value)
 
@@ -110,6 +114,9 @@ class ExprChecker:
             return _const(scope.params[e.id], e.span)
         if e.id in scope.inputs:
             return Typed(e, "input")
+        if e.id in scope.floats:
+            raise PatternTypeError(f"'{e.id}' is a float input: it can only be read as '{e.id}[h]' in a score "
+                                   f"term", e.span)
         if e.id in BUILTINS:
             raise PatternTypeError(f"'{e.id}' is a function; call it, e.g. {e.id}(...)", e.span)
         known = list(VARIABLES) + list(CONSTANTS) + list(scope.params) + list(scope.lets) + list(scope.inputs)
@@ -121,18 +128,17 @@ class ExprChecker:
         raise PatternNameError(f"unknown name '{e.id}'{did_you_mean(e.id, known)}", e.span)
 
     def _typed(self, e: N.Expr, scope: Scope, type_: str, what: str) -> Typed:
-        t = self.expr(e, scope)
-        if t.type != type_:
-            want = "an integer" if type_ == "int" else "a condition (bool)"
-            raise PatternTypeError(f"{what} must be {want}, not {t.type}", e.span)
-        return t
+        return _expect(self.expr(e, scope), e, type_, what)
 
     def _int(self, e: N.Expr, scope: Scope, what: str) -> Typed:
         return self._typed(e, scope, "int", what)
 
     def e_Unary(self, e: N.Unary, scope) -> Typed:
         key, type_ = ("not", "bool") if e.op == "not" else ("neg", "int")
-        t = self._typed(e.operand, scope, type_, f"the operand of '{e.op}'")
+        t = self.expr(e.operand, scope)
+        if e.op == "-" and t.type == "float" and t.const:   # a negative float constant (a list element)
+            return _const(-t.value, e.span, "float")
+        t = _expect(t, e.operand, type_, f"the operand of '{e.op}'")
         if t.const:
             return _const(OPERATORS[key].python(t.value), e.span, type_)
         return Typed(N.Unary(e.op, t.expr, e.span), type_)
@@ -194,7 +200,9 @@ class ExprChecker:
             raise PatternTypeError(f"a {kind} may hold at most {MAX_COLLECTION} elements", elts[0].span)
         out = []
         for x in elts:
-            t = self._int(x, scope, f"a {kind} element")
+            t = self.expr(x, scope)
+            if not (kind == "list" and t.type == "float"):   # a list may hold per-head floats (score terms)
+                _expect(t, x, "int", f"a {kind} element")
             if not t.const:
                 raise PatternTypeError(f"{kind} elements must be constants", x.span)
             out.append(t.value)
@@ -203,7 +211,8 @@ class ExprChecker:
     def e_Subscript(self, e: N.Subscript, scope: Scope) -> Typed:
         if isinstance(e.value, N.Name) and e.value.id in scope.inputs:
             decl = scope.inputs[e.value.id]
-            if not (isinstance(e.index, N.Name) and e.index.id in ("q", "k")):
+            _check_input_axis(decl, e.index)
+            if not (isinstance(e.index, N.Name) and e.index.id in ("q", "k", "b")):
                 raise PatternTypeError(f"runtime input '{decl.name}' can only be indexed by q or k", e.index.span,
                                        _neighbour_hint(decl, e.index))
             if decl.axis == "q" and e.index.id == "k":
@@ -217,6 +226,7 @@ class ExprChecker:
                                    e.value.span)
         index = self._int(e.index, scope, "a list index")
         values = container.value
+        element = "float" if any(isinstance(x, float) for x in values) else "int"
         if not values:
             raise PatternTypeError("cannot index an empty list", e.value.span)
         if index.const:
@@ -224,7 +234,7 @@ class ExprChecker:
                 raise PatternTypeError(
                     f"list index {index.value} is out of range (the list has {len(values)} elements)", e.index.span)
             return _const(values[index.value], e.span)
-        return Typed(N.Subscript(container.expr, index.expr, e.span), "int")
+        return Typed(N.Subscript(container.expr, index.expr, e.span), element)
 
     # -- builtins ---------------------------------------------------------------------------------
 
@@ -267,6 +277,14 @@ class ExprChecker:
         return _const(TABLE["range"].python(*values), e.span)
 
 
+def _expect(t: Typed, e: N.Expr, type_: str, what: str) -> Typed:
+    """`t` (the checked `e`) when it has type `type_`, else the type error naming `what`."""
+    if t.type != type_:
+        want = "an integer" if type_ == "int" else "a condition (bool)"
+        raise PatternTypeError(f"{what} must be {want}, not {t.type}", e.span)
+    return t
+
+
 def _check_link(op: str, a: Typed, b: Typed, left: N.Expr, right: N.Expr) -> None:
     """The type rule of one comparison link `left op right`."""
     if op in ("in", "not in"):
@@ -275,6 +293,10 @@ def _check_link(op: str, a: Typed, b: Typed, left: N.Expr, right: N.Expr) -> Non
         if b.type not in ("set", "list", "range"):
             raise PatternTypeError(f"the right side of '{op}' must be a set, list or range, not {b.type}",
                                    right.span)
+        if b.type == "list" and any(isinstance(x, float) for x in b.value):
+            raise PatternTypeError(f"the right side of '{op}' must hold integers, not floats", right.span)
+    elif a.const and b.const and {a.type, b.type} <= {"int", "float"} and "float" in (a.type, b.type):
+        pass   # constants may compare as numbers (`require cap > 0`); floats never reach a mask
     elif op in ("==", "!="):
         if a.type != b.type or a.type not in ("int", "bool"):
             raise PatternTypeError(f"cannot compare {a.type} with {b.type} using '{op}'",
@@ -283,6 +305,18 @@ def _check_link(op: str, a: Typed, b: Typed, left: N.Expr, right: N.Expr) -> Non
         for t, n in ((a, left), (b, right)):
             if t.type != "int":
                 raise PatternTypeError(f"'{op}' compares integers, not {t.type}", n.span)
+
+
+def _check_input_axis(decl: N.InputDecl, index: N.Expr) -> None:
+    """`b` indexes exactly the int[b] inputs (one value per sequence), and an int[b] input only `b`."""
+    is_b = isinstance(index, N.Name) and index.id == "b"
+    if decl.axis == "b" and not is_b:
+        raise PatternTypeError(f"'{decl.name}' is int[b] (one value per sequence); index it by b: "
+                               f"'{decl.name}[b]'", index.span)
+    if decl.axis != "b" and is_b:
+        raise PatternTypeError(f"'{decl.name}' is int[{decl.axis}] (one value per "
+                               f"{'key' if decl.axis == 'k' else 'query'}); only an int[b] input can be "
+                               f"indexed by b", index.span)
 
 
 def _neighbour_hint(decl: N.InputDecl, index: N.Expr) -> tuple[str, ...]:

@@ -12,12 +12,13 @@ from typing import Union
 from ..errors import Span
 
 __all__ = [
-    "Num", "BoolLit", "Name", "Unary", "BinOp", "BoolOp", "Compare", "Call", "Subscript",
-    "SetLit", "ListLit", "Expr", "Param", "Require", "InputDecl", "Let", "Mask", "Stmt",
+    "Num", "Float", "BoolLit", "Name", "Unary", "BinOp", "BoolOp", "Compare", "Call", "Subscript",
+    "SetLit", "ListLit", "Expr", "Param", "Require", "InputDecl", "Let", "Mask", "FloatInputDecl", "Score", "SCORE_KINDS", "Stmt",
     "PatternDef", "Module", "TYPES", "AXES", "ARITH_OPS", "COMPARE_OPS", "walk", "map_children", "children",
 ]
 
-TYPES = ("int", "bool", "set", "list")
+TYPES = ("int", "bool", "set", "list", "float")
+SCORE_KINDS = ("softcap", "bias", "sink")   # the forms of `score KIND(EXPR)`, in the order they apply
 AXES = ("q", "k")
 ARITH_OPS = ("+", "-", "*", "//", "%")
 COMPARE_OPS = ("<", "<=", ">", ">=", "==", "!=", "in", "not in")
@@ -32,6 +33,14 @@ class Num:
     """A non-negative integer literal (negative numbers are Unary('-', Num))."""
 
     value: int
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Float:
+    """A finite float literal (`0.5`, `1e-05`), allowed in score terms and float parameters only."""
+
+    value: float
     span: Span | None = _span()
 
 
@@ -124,7 +133,7 @@ class ListLit:
     span: Span | None = _span()
 
 
-Expr = Union[Num, BoolLit, Name, Unary, BinOp, BoolOp, Compare, Call, Subscript, SetLit, ListLit]
+Expr = Union[Num, Float, BoolLit, Name, Unary, BinOp, BoolOp, Compare, Call, Subscript, SetLit, ListLit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +180,25 @@ class Mask:
     span: Span | None = _span()
 
 
-Stmt = Union[Require, InputDecl, Let, Mask]
+@dataclass(frozen=True, slots=True)
+class FloatInputDecl:
+    """`input sinks: float[h]` -- a float tensor supplied at call time, one value per head (score terms only)."""
+
+    name: str
+    axis: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """`score softcap(cap)`, `score bias(expr)` or `score sink(expr)` -- a term that changes the scores."""
+
+    kind: str
+    expr: Expr
+    span: Span | None = _span()
+
+
+Stmt = Union[Require, InputDecl, Let, Mask, FloatInputDecl, Score]
 
 
 @dataclass(frozen=True, slots=True)

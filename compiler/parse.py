@@ -7,6 +7,7 @@ parse tree and a Transformer turns that into frozen AST nodes. Every lark error 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from importlib import resources
 
@@ -67,9 +68,9 @@ def _parser() -> Lark:
 
 _READABLE = {
     "NAME": "a name", "INT": "a number", "_NL": "end of line", "_INDENT": "an indented block",
-    "_DEDENT": "end of the indented block", "$END": "end of file", "TYPE": "a type (int, bool, set, list)",
+    "_DEDENT": "end of the indented block", "$END": "end of file", "TYPE": "a type (int, bool, set, list, float)",
     "AXIS": "'q' or 'k'", "_PATTERN": "'pattern'", "_REQUIRE": "'require'", "_INPUT": "'input'",
-    "_MASK": "'mask'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '//' or '%'",
+    "_MASK": "'mask'", "_SCORE": "'score'", "FLOAT": "a number", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '//' or '%'",
 }
 
 
@@ -194,7 +195,7 @@ def _syntax_error(exc: UnexpectedInput, source: Source) -> PatternSyntaxError:
 _CONDITIONAL_HINT = (": the language has no 'a if c else b'; write (c and a) or (not c and b), or, to pick a "
                       "value per head, a list indexed by h, e.g. [64, 128, 256, 512][h % 4]")
 
-_KEYWORDS = frozenset({"pattern", "require", "input", "mask", "and", "or", "not", "in", "True", "False"})
+_KEYWORDS = frozenset({"pattern", "require", "input", "mask", "score", "and", "or", "not", "in", "True", "False"})
 
 _CHAR_HINTS = {
     "&": " (write 'and')", "|": " (write 'or')", "!": " (write 'not', or '!=' to compare)",
@@ -263,6 +264,14 @@ class _ToAST(Transformer):
     @v_args(meta=True)
     def input_decl(self, meta, children):
         name, type_, axis = children
+        if str(type_) == "float" and str(axis) == "h":
+            return N.FloatInputDecl(str(name), "h", self._span(meta))
+        if str(type_) == "float":
+            raise PatternSyntaxError(f"float runtime inputs hold one value per head: write 'float[h]', not "
+                                     f"'float[{axis}]'", self._tok_span(axis))
+        if str(axis) == "h":
+            raise PatternSyntaxError("an input with one value per head is a float input for score terms: "
+                                     "write 'float[h]'", self._tok_span(type_))
         if str(type_) != "int":
             raise PatternSyntaxError(
                 f"runtime inputs are integer tensors: write 'int[{axis}]', not '{type_}[{axis}]'",
@@ -272,6 +281,14 @@ class _ToAST(Transformer):
     @v_args(meta=True)
     def mask(self, meta, children):
         return N.Mask(children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def score(self, meta, children):
+        kind, expr = children
+        if str(kind) not in N.SCORE_KINDS:
+            raise PatternSyntaxError(f"unknown score term '{kind}': the terms are softcap(CAP), bias(EXPR) and "
+                                     f"sink(EXPR)", self._tok_span(kind))
+        return N.Score(str(kind), expr, self._span(meta))
 
     @v_args(meta=True)
     def let(self, meta, children):
@@ -336,6 +353,14 @@ class _ToAST(Transformer):
             raise PatternSyntaxError(f"this number has {len(text)} digits; at most {MAX_LITERAL_DIGITS} are "
                                      f"allowed (constants in a mask must fit in 64 bits)", self._span(meta))
         return N.Num(int(text), self._span(meta))
+
+    @v_args(meta=True)
+    def float_num(self, meta, children):
+        text = str(children[0])
+        value = float(text) if len(text) <= MAX_LITERAL_DIGITS else float("inf")
+        if not math.isfinite(value):
+            raise PatternSyntaxError(f"the float {text[:40]} is too large", self._span(meta))
+        return N.Float(value, self._span(meta))
 
     @v_args(meta=True)
     def true(self, meta, children):

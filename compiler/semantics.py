@@ -314,7 +314,7 @@ def precedence(e: N.Expr) -> int:
         return op.precedence
     if isinstance(e, N.Compare):
         return PREC_CMP
-    if isinstance(e, N.Num) and e.value < 0:
+    if isinstance(e, (N.Num, N.Float)) and e.value < 0:
         return PREC_UNARY
     return PREC_ATOM
 
@@ -361,10 +361,12 @@ def literal(value, span=None) -> N.Expr:
         return N.BoolLit(value, span)
     if isinstance(value, int):
         return N.Num(value, span)
+    if isinstance(value, float):
+        return N.Float(value, span)
     if isinstance(value, frozenset):
         return N.SetLit(tuple(N.Num(v, span) for v in sorted(value)), span)
     if isinstance(value, tuple):
-        return N.ListLit(tuple(N.Num(v, span) for v in value), span)
+        return N.ListLit(tuple(literal(v, span) for v in value), span)
     if isinstance(value, range):
         return N.Call("range", tuple(N.Num(v, span) for v in (value.start, value.stop, value.step)), (), span)
     raise TypeError(value)

@@ -24,6 +24,8 @@ def unparse_expr(e: N.Expr) -> str:
     """Return the canonical text of one expression."""
     if isinstance(e, N.Num):
         return str(e.value)
+    if isinstance(e, N.Float):
+        return repr(e.value)
     if isinstance(e, N.BoolLit):
         return "True" if e.value else "False"
     if isinstance(e, N.Name):
@@ -62,12 +64,14 @@ def _param(p: N.Param) -> str:
 def _stmt(s: N.Stmt) -> str:
     if isinstance(s, N.Require):
         return f"require {unparse_expr(s.cond)}"
-    if isinstance(s, N.InputDecl):
-        return f"input {s.name}: int[{s.axis}]"
+    if isinstance(s, (N.InputDecl, N.FloatInputDecl)):
+        return f"input {s.name}: {'int' if isinstance(s, N.InputDecl) else 'float'}[{s.axis}]"
     if isinstance(s, N.Let):
         return f"{s.name} = {unparse_expr(s.value)}"
     if isinstance(s, N.Mask):
         return f"mask {unparse_expr(s.expr)}"
+    if isinstance(s, N.Score):
+        return f"score {s.kind}({unparse_expr(s.expr)})"
     raise TypeError(f"not a statement node: {s!r}")
 
 
@@ -88,5 +92,5 @@ def _(node: N.Module) -> str:
     return "\n".join(unparse(p) for p in node.patterns)
 
 
-for _cls in (N.Require, N.InputDecl, N.Let, N.Mask):
+for _cls in (N.Require, N.InputDecl, N.Let, N.Mask, N.FloatInputDecl, N.Score):
     unparse.register(_cls, _stmt)

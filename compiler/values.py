@@ -15,7 +15,7 @@ from ..errors import ParameterError
 __all__ = ["Value", "MAX_COLLECTION", "MAX_BITS", "describe", "format_value", "did_you_mean", "type_of_value",
            "python_value", "length"]
 
-Value = Union[int, bool, frozenset, tuple, range]
+Value = Union[int, bool, float, frozenset, tuple, range]
 
 MAX_COLLECTION = 1 << 16  # elements in one set/list/range constant; keeps a typo from eating memory
 MAX_BITS = 1024           # magnitude of any constant, given or folded (semantics.FOLD_BITS): work stays small
@@ -41,6 +41,8 @@ def format_value(value: object) -> str:
     if isinstance(value, range):
         step = f", {format_value(value.step)}" if value.step != 1 else ""
         return f"range({format_value(value.start)}, {format_value(value.stop)}{step})"
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, int) and abs(value).bit_length() > 200:
         # a huge folded value: its digits would swamp the message (and str() refuses over 4300 digits)
         digits = int(abs(value).bit_length() * 0.30103) + 1
@@ -51,7 +53,7 @@ def format_value(value: object) -> str:
 def describe(value: object) -> str:
     """Any value a user passed, for a message: constants as format_value prints them (huge ints
     shortened), anything else as a repr cut to 80 characters."""
-    if isinstance(value, (bool, int, frozenset, set, tuple, list, range)):
+    if isinstance(value, (bool, int, float, frozenset, set, tuple, list, range)):
         try:
             return format_value(value)
         except (TypeError, ValueError):
@@ -68,16 +70,10 @@ def did_you_mean(name: str, candidates: Iterable[str], what: str = "") -> str:
 
 def type_of_value(value: object) -> str:
     """The language type of a constant: int, bool, set, list or range."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, frozenset):
-        return "set"
-    if isinstance(value, tuple):
-        return "list"
-    if isinstance(value, range):
-        return "range"
+    for cls, name in ((bool, "bool"), (int, "int"), (float, "float"), (frozenset, "set"), (tuple, "list"),
+                      (range, "range")):   # bool before int: a bool is an int in Python
+        if isinstance(value, cls):
+            return name
     raise TypeError(value)
 
 
@@ -99,11 +95,24 @@ def python_value(value: object, type_: str, where: str) -> Value:
             raise bad(f"{type_} of integers" if type_ in ("set", "list") else "an int")
         return int(x.__index__())
 
+    def as_float(x) -> float:
+        if isinstance(x, bool) or not (isinstance(x, (int, float)) or _is_float(x) or hasattr(x, "__index__")):
+            raise bad("a float")
+        try:
+            v = float(x)
+        except OverflowError:   # an int beyond the floats
+            v = float("inf")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ParameterError(f"{where}: {describe(x)} is not a finite number")
+        return v
+
     if type_ == "int":
         v = as_int(value)
         if abs(v).bit_length() > MAX_BITS:
             raise ParameterError(f"{where}: {describe(v)} is too large (at most 2**{MAX_BITS} in magnitude)")
         return v
+    if type_ == "float":
+        return as_float(value)
     if type_ == "bool":
         # numpy's bool scalar is numpy.bool_ before numpy 2 and numpy.bool from numpy 2 on.
         if isinstance(value, bool) or (type(value).__module__ == "numpy"
@@ -117,10 +126,16 @@ def python_value(value: object, type_: str, where: str) -> Value:
             return value   # symbolic: never materialised (compiler/check.py keeps it so)
         if hasattr(value, "__len__") and length(value) > MAX_COLLECTION:   # before iterating range(10**12)
             raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
-        items = [as_int(x) for x in value]
-        if any(abs(x).bit_length() > MAX_BITS for x in items):
+        # a list may hold floats (per-head values of score terms); a set holds integers
+        items = [as_float(x) if type_ == "list" and _is_float(x) else as_int(x) for x in value]
+        if any(isinstance(x, int) and abs(x).bit_length() > MAX_BITS for x in items):
             raise ParameterError(f"{where}: an element is too large (at most 2**{MAX_BITS} in magnitude)")
         if len(items) > MAX_COLLECTION:
             raise ParameterError(f"{where}: at most {MAX_COLLECTION} elements are supported")
         return frozenset(items) if type_ == "set" else tuple(items)
     raise ParameterError(f"{where}: unknown type {type_!r}")
+
+
+def _is_float(x) -> bool:
+    """A Python float or a numpy / torch floating scalar."""
+    return isinstance(x, float) or "float" in str(getattr(x, "dtype", ""))

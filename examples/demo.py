@@ -55,6 +55,8 @@ SHOW = {
     "per_head": ["--set", "windows=[2, 4, 8, 16]", "--head", "2"],
     "prefix_lm": ["--set", "prefix=8"],
     "prefix_lm_dynamic": ["--input", "prefix_len=8x24"],
+    "prefix_lm_lengths": ["--input", "prefix_len=8"],
+    "causal_padded": ["--input", "seq_len=17"],
     "sliding_window": ["--set", "window=6"],
     "streaming_llm": ["--set", "sinks=2", "--set", "window=6"],
 }
@@ -145,10 +147,12 @@ def where_kernels_run() -> str:
 
 
 def kernel_inputs(pattern, n: int) -> dict:
-    """Runtime inputs for the kernels: three documents, two global tokens, a prefix of 30."""
+    """Runtime inputs for the kernels: three documents, two global tokens, a prefix (or sequence length) of 30."""
     out = {}
     for name, axis in pattern.inputs.items():
-        if name == "is_global":
+        if axis == "b":   # one value per sequence, shared by the batch: a prefix or sequence length of 30
+            out[name] = torch.tensor([30])
+        elif name == "is_global":
             out[name] = torch.tensor([1 if i in (0, 50) else 0 for i in range(n)])
         elif name == "prefix_len":
             out[name] = torch.full((n,), 30)

@@ -1,9 +1,9 @@
-"""Autograd for attnpat kernels: the generated backward kernels behind a ``torch.autograd.Function``.
+"""Autograd for attnpat kernels: the generated backward kernels, launched by the custom op of runtime/op.py.
 
-``Kernel.__call__`` (and so ``attnpat.attention``) routes through :func:`attention_with_grad` whenever grad
-mode is on and q, k or v requires grad, so a pattern kernel is a drop-in for
-``torch.nn.functional.scaled_dot_product_attention`` in training: ``out.sum().backward()`` fills ``q.grad``,
-``k.grad`` and ``v.grad``.
+``Kernel.__call__`` (and so ``attnpat.attention``) calls the custom op ``torch.ops.attnpat.fwd``, whose
+autograd formula (runtime/op.py) calls ``torch.ops.attnpat.bwd``, which runs :func:`attention_backward`; so a
+pattern kernel is a drop-in for ``torch.nn.functional.scaled_dot_product_attention`` in training:
+``out.sum().backward()`` fills ``q.grad``, ``k.grad`` and ``v.grad``.
 
 * The forward runs the pattern's forward kernel with the log-sum-exp written and saves q, k, v, out, lse.
 * The backward computes ``delta = rowsum(dO * O)`` with torch, converts the natural-log LSE to base 2 (rows
@@ -21,15 +21,15 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..compiler import pipeline
 from ..compiler.codegen import signature
 from . import cache
 from .backend import interpreting, target_name
 from .launch import LOG2E, aot_request, device_arch, dot_precision, input_args, pow2
+from .scores import grad_buffers as score_grad_buffers, grad_sums as score_grad_sums, kernel_args as score_args
 
-__all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad", "record",
+__all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad",
            "attention_backward", "bwd_module",
            "bwd_source", "bwd_aot_requests"]
 
@@ -130,27 +130,35 @@ def bwd_module(kernel, device: torch.device):
 # -- the backward pass ------------------------------------------------------------------------------
 
 
-def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, needs=(True, True, True)):
+def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, needs=(True, True, True),
+                       floats: dict | None = None, bias_grads: dict | None = None):
     """Gradients (dq, dk, dv) of ``out = kernel(q, k, v)`` given dout, from the saved out and natural-log lse and
     the forward's block mask (a runtime.blockmask.PreparedMask: its inputs and tables are reused).
 
-    Entries of the result whose `needs` flag is False are None (their kernel is not launched).
+    Entries of the result whose `needs` flag is False are None (their kernel is not launched). `floats`: the
+    score terms' float inputs; a dict `bias_grads` receives the gradients of those a bias reads (the dQ
+    kernel's parts, summed here), {name: [Hq] fp32}.
     """
     B, Hq, N, D = q.shape
     Hkv, M = k.shape[1], k.shape[2]
     device = q.device
-    dq = torch.zeros(q.shape, dtype=q.dtype, device=device) if needs[0] else None
+    want_bias = bias_grads is not None and bool(kernel.plan.bias_inputs)   # the dQ kernel computes them
+    dq = torch.zeros(q.shape, dtype=q.dtype, device=device) if needs[0] or want_bias else None
     dk = torch.zeros(k.shape, dtype=k.dtype, device=device) if needs[1] or needs[2] else None
     dv = torch.zeros(v.shape, dtype=v.dtype, device=device) if needs[1] or needs[2] else None
     if N == 0 or M == 0 or B * Hq == 0:
-        return dq, (dk if needs[1] else None), (dv if needs[2] else None)
+        if want_bias:
+            bias_grads.update(score_grad_sums(kernel.plan, {}, B, Hq, device))
+        return (dq if needs[0] else None), (dk if needs[1] else None), (dv if needs[2] else None)
     do = dout.to(q.dtype).contiguous()
     delta = (do.float() * out.float()).sum(-1).contiguous()                      # [B, Hq, N]
     lse2 = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse * LOG2E).contiguous()
     cfg = kernel.bwd_config(D, q.dtype, device_arch(device))
     module = bwd_module(kernel, device)
+    parts: dict = {}
     common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta,
                   **input_args(kernel.plan.inputs, mask.kernel_inputs(), device),
+                  **score_args(kernel.plan, floats, device),   # float[h] inputs of score terms (runtime/scores.py)
                   H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
                   qk_scale=scale * LOG2E, sm_scale=scale, HEAD_DIM=D, HEAD_DIM_P=pow2(D),
                   DOT_PRECISION=dot_precision(q.dtype))
@@ -160,39 +168,15 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, n
         if any(t is None for t in outputs.values()):
             continue   # that gradient is not needed
         tables = mask.tables(c.block_m, c.block_n, B, Hq, transposed=sig.kernel == "attn_bwd_dkdv")
-        extra = {"HKV": Hkv} if sig.kernel == "attn_bwd_dkdv" else {}
+        extra = {"HKV": Hkv} if sig.kernel == "attn_bwd_dkdv" else parts
+        if sig.kernel == "attn_bwd_dq":   # one partial sum per program of each bias input's gradient
+            parts.update(score_grad_buffers(kernel.plan, B * Hq, grid[0], device))
         args = sig.bind(**common, **outputs, **tables, **extra, BLOCK_M=c.block_m, BLOCK_N=c.block_n,
                         EVEN_N=(M % c.block_n == 0))
         getattr(module, sig.kernel)[grid](**args, num_warps=c.num_warps, num_stages=c.num_stages)
-    return dq, (dk if needs[1] else None), (dv if needs[2] else None)
-
-
-class _Attention(torch.autograd.Function):
-    """out = pattern attention(q, k, v); the arguments after v are non-differentiable settings."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, kernel, scale, mask, return_lse):
-        out, lse = kernel.forward(q, k, v, scale, True, mask)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.kernel, ctx.scale, ctx.mask = kernel, scale, mask
-        if return_lse:
-            ctx.mark_non_differentiable(lse)
-            return out, lse
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, *_dlse):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(ctx.kernel, q, k, v, out, lse, dout, scale=ctx.scale, mask=ctx.mask,
-                                        needs=ctx.needs_input_grad[:3])
-        return dq, dk, dv, None, None, None, None
-
-
-def record(kernel, q, k, v, *, scale: float, return_lse: bool, mask):
-    """The forward recorded for autograd, on checked arguments and the call's block mask (what Kernel.__call__
-    runs when grad is needed)."""
-    return _Attention.apply(q, k, v, kernel, scale, mask, bool(return_lse))
+    if want_bias:
+        bias_grads.update(score_grad_sums(kernel.plan, parts, B, Hq, device))
+    return (dq if needs[0] else None), (dk if needs[1] else None), (dv if needs[2] else None)
 
 
 def attention_with_grad(kernel, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):

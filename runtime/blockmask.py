@@ -8,10 +8,12 @@ that call's kernels use), and the others are coarsened from it exactly (runtime/
 depth builds once per mask. A call without a prepared mask makes one for itself (one build, shared by that
 call's backward).
 
-Two ways to build (docs/runtime.md says which patterns take which):
+Three ways to build (docs/runtime.md says which patterns take which):
 
-* on the device -- document patterns with monotone ids (runtime/devlower.py): torch operations on the
-  inputs' device, one device->host synchronisation per build;
+* on the device -- document patterns with monotone ids (runtime/devlower.py) or unsorted ids and a
+  one-sided band (runtime/devids.py), and row-interval patterns
+  (prefix lengths, sequence lengths, flags, starts: runtime/devrows.py): torch operations on the inputs'
+  device, one device->host synchronisation per build;
 * in closed form -- every other table-plan pattern (compiler/lower/, numpy on the CPU): the inputs are
   copied to the host once per build.
 """
@@ -24,7 +26,9 @@ from ..compiler.lower.variants import lower_compiled
 from ..compiler.ranges import KERNEL_BITS, check_ranges
 from ..errors import ArgumentError
 from ..reference import check_sizes, query_positions
+from .devids import unsorted_document_tiles
 from .devlower import document_form, document_tiles
+from .devrows import row_form, row_tiles
 from .inputs import validate_inputs
 from .tiles import coarsen, from_blockmask
 from .tiles import tables as tile_tables
@@ -49,7 +53,7 @@ class PreparedMask:
     """
 
     __slots__ = ("compiled", "q_len", "kv_len", "q_offset", "q_start", "batch", "heads", "device", "inputs",
-                 "builds", "_tables", "_variants", "_inputs32", "__weakref__")
+                 "builds", "_tables", "_variants", "_inputs32", "handle", "__weakref__")
 
     def __init__(self, compiled, q_len, kv_len, *, batch, heads, q_offset, device, inputs):
         self.compiled, self.q_len, self.kv_len, self.q_offset = compiled, q_len, kv_len, q_offset
@@ -59,6 +63,7 @@ class PreparedMask:
         self._tables: dict[tuple[int, int], tuple] = {}
         self._variants: dict[tuple, torch.Tensor] = {}
         self._inputs32: dict[str, torch.Tensor] | None = None
+        self.handle: torch.Tensor | None = None   # names the mask to the custom ops (runtime/op.py)
 
     def kernel_inputs(self) -> dict[str, torch.Tensor]:
         """The runtime inputs as the kernels read them: int32 (their range was checked), made once per mask."""
@@ -122,10 +127,20 @@ class PreparedMask:
         if form is not None and not self.compiled.plan.uses_h and not self.compiled.plan.uses_b:
             doc = self.inputs[form[0]]
             tiles = document_tiles(form, doc, self.q_len, self.kv_len, self.q_start, block_q, block_k)
+            if tiles is None:   # ids not monotone: the join of id groups (one more synchronisation)
+                tiles = unsorted_document_tiles(form, doc, self.q_len, self.kv_len, self.q_start, block_q, block_k)
             if tiles is not None:
                 BUILD_COUNTS["device"] += 1
                 self.builds[(block_q, block_k)] = "device"
                 return tiles, torch.arange(doc.shape[0]).view(-1, 1)
+        form = row_form(self.compiled.canonical.ir) if self.compiled.plan.inputs else None
+        if form is not None and not self.compiled.plan.uses_h and not self.compiled.plan.uses_b:
+            axes = {d.name: d.axis for d in self.compiled.checked.inputs}
+            tiles = row_tiles(form, self.inputs, axes, self.q_len, self.kv_len, self.q_start, block_q, block_k)
+            if tiles is not None:
+                BUILD_COUNTS["device"] += 1
+                self.builds[(block_q, block_k)] = "device"
+                return tiles, torch.arange(tiles.variants).view(-1, 1)
         BUILD_COUNTS["closed_form"] += 1
         self.builds[(block_q, block_k)] = "closed_form"
         plan = self.compiled.plan
@@ -178,8 +193,7 @@ def prepare(compiled, q_len: int, kv_len: int, *, batch=None, heads=None, q_offs
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    rows = batch if batch is not None else max((len(t) if getattr(t, "dim", lambda: 1)() == 2 else 1
-                                                for t in inputs.values()), default=1)
+    rows = batch if batch is not None else _input_rows(compiled, inputs)
     valid, ranges = validate_inputs(compiled.checked, q_len, kv_len, rows, inputs, device)
     mask = PreparedMask(compiled, q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset, device=device,
                         inputs=valid)
@@ -189,6 +203,23 @@ def prepare(compiled, q_len: int, kv_len: int, *, batch=None, heads=None, q_offs
                  h_range=(0, max(heads or 1, 1) - 1), b_range=(0, max(batch or 1, 1) - 1),
                  bands=compiled.plan.mode == "band")
     return mask
+
+
+def _input_rows(compiled, inputs: dict) -> int:
+    """The batch the inputs are given for, when the call does not say: the rows of [batch, L] inputs and the
+    length of int[b] inputs ([batch]); 1 when every input is shared."""
+    axes = {d.name: d.axis for d in compiled.checked.inputs}
+    rows = [1]
+    for name, t in inputs.items():
+        dim = t.dim() if isinstance(t, torch.Tensor) else getattr(t, "ndim", None)
+        if dim is None:
+            try:
+                dim = torch.as_tensor(t).dim()
+            except Exception:
+                continue   # shape_inputs reports it
+        if (dim == 2 and axes.get(name) != "b") or (dim == 1 and axes.get(name) == "b"):
+            rows.append(len(t))
+    return max(rows)
 
 
 def check_q_offset(q_offset):

@@ -22,10 +22,12 @@ from ..compiler.codegen import KernelPlan, signature
 from ..errors import ArgumentError
 from ..compiler.values import format_value
 from . import cache
+from . import scores as _scores
 from .backend import interpreting, target_name
 from .blockmask import PreparedMask, check_q_offset, prepare
 from .checks import check_qkv
 from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, pow2
+from .op import autocast_inputs, check_transforms, input_grads, register_kernel, register_mask, sdpa_keywords
 
 __all__ = ["Kernel", "compile", "attention", "prepared_mask", "KernelConfig", "default_config"]
 
@@ -117,6 +119,10 @@ class Kernel:
                     for f in _TILE_FIELDS}
             for which in ("dkdv", "dq")}
         self._static_masks: dict = {}   # masks of patterns without runtime inputs, per shape and device
+        # how the custom ops find this kernel, and what a call checks before them: constants only (runtime/op.py)
+        checked = self.compiled.checked
+        self.info = (register_kernel(self, given), self.compiled.name, tuple(d.name for d in checked.inputs),
+                     tuple(n for n, _ in checked.params))
 
     @property
     def key(self) -> str:
@@ -183,18 +189,15 @@ class Kernel:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                  return_lse: bool = False, q_offset: int | None = None, block_mask: PreparedMask | None = None,
                  **inputs):
-        B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
-        if v.shape[3] != D:
-            raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
-        if not 16 <= D <= 256:
-            raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
-        if q.device.type not in ("cuda", "cpu"):
-            raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
-        q_offset = check_q_offset(q_offset)
-        scale = _check_scale(scale, D)
-        self._check_backend(q.device)
-        mask = self.mask(N, M, B, Hq, q_offset, q.device, block_mask, inputs)
-        training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        return launch(self.info, q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
+                      block_mask=block_mask, **inputs)
+
+    def run(self, q, k, v, scale: float, write_lse: bool, mask: PreparedMask, training: bool,
+            floats: dict | None = None):
+        """The forward on checked arguments and the call's mask, its tables built for the backward too when
+        training: (out, lse), lse being `out` itself unless write_lse."""
+        B, Hq, N, D = q.shape
+        M = k.shape[2]
         if self.plan.mode == "table" and not mask.builds and N and M and B * Hq:
             # the first use of a mask: build it once, at tiles that divide every tile shape this call's kernels
             # use, and coarsen those from it (runtime/tiles.py) -- one build serves the forward and the backward
@@ -203,13 +206,7 @@ class Kernel:
                 bwd = self.bwd_config(D, q.dtype, device_arch(q.device))
                 shapes += [(bwd.dkdv.block_m, bwd.dkdv.block_n), (bwd.dq.block_m, bwd.dq.block_n)]
             mask.tables(math.gcd(*(s[0] for s in shapes)), math.gcd(*(s[1] for s in shapes)), B, Hq)
-        if training:
-            # training: record the call for autograd (generated backward kernels, runtime/autograd.py); the
-            # backward reads the same mask
-            from .autograd import record
-            return record(self, q, k, v, scale=scale, return_lse=return_lse, mask=mask)
-        out, lse = self.forward(q, k, v, scale, return_lse, mask)
-        return (out, lse) if return_lse else out
+        return self.forward(q, k, v, scale, write_lse, mask, floats)
 
     @staticmethod
     def _check_backend(device) -> None:
@@ -225,8 +222,9 @@ class Kernel:
                                 f"to a CUDA device, or set TRITON_INTERPRET=1 before importing attnpat to test on "
                                 f"the CPU")
 
-    def forward(self, q, k, v, scale: float, return_lse: bool, mask: PreparedMask):
-        """Run the forward kernel on checked arguments: (out, lse), lse being `out` itself unless return_lse."""
+    def forward(self, q, k, v, scale: float, return_lse: bool, mask: PreparedMask, floats: dict | None = None):
+        """Run the forward kernel on checked arguments (and the score terms' float inputs, runtime/scores.py):
+        (out, lse), lse being `out` itself unless return_lse."""
         B, Hq, N, D = q.shape
         Hkv, M = k.shape[1], k.shape[2]
         device = q.device
@@ -238,6 +236,7 @@ class Kernel:
         tables = mask.tables(cfg.block_m, cfg.block_n, B, Hq)
         args = signature.forward(self.plan).bind(
             Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, mask.kernel_inputs(), device),
+            **_scores.kernel_args(self.plan, floats, device),
             H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
             qk_scale=scale * LOG2E, HEAD_DIM=D, HEAD_DIM_P=pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse, DOT_PRECISION=dot_precision(q.dtype))
@@ -259,6 +258,41 @@ def _check_scale(scale, head_dim: int) -> float:
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
         raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
     return float(scale)
+
+
+def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
+    """A kernel call (Kernel.__call__, attention) given `kernel`, its Kernel.info (constants only): checks, the autocast
+    cast and SDPA's keywords in plain Python that Dynamo traces, then one custom op (runtime/op.py), inside which
+    everything that reads the mask or launches a kernel runs."""
+    if not torch.compiler.is_compiling():
+        check_transforms()   # torch.func's grad and jvp: one clear error (Dynamo needs no check: constant False)
+    inputs = sdpa_keywords(kernel, inputs)
+    q, k, v = autocast_inputs(q, k, v)
+    B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
+    if v.shape[3] != D:
+        raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
+    if not 16 <= D <= 256:
+        raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
+    if q.device.type not in ("cuda", "cpu"):
+        raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
+    q_offset = check_q_offset(q_offset)
+    scale = _check_scale(scale, D)
+    handle = None
+    if block_mask is not None:
+        if not isinstance(block_mask, PreparedMask):
+            raise ArgumentError(f"'block_mask' must be made by attnpat.block_mask, got "
+                                f"{type(block_mask).__name__}")
+        handle = block_mask.handle
+        if handle is None:   # a PreparedMask made by hand (runtime.blockmask.prepare): the ops cannot name it
+            raise ArgumentError("'block_mask' must be made by attnpat.block_mask")
+    names = sorted(inputs)
+    wants = tuple(n for n in names if inputs[n].requires_grad)   # only float inputs (score terms) can
+    # the inputs first: one that requires a gradient attnpat does not compute is refused before the forward
+    training = torch.is_grad_enabled() and ((bool(wants) and input_grads(kernel[0], wants))
+                                            or q.requires_grad or k.requires_grad or v.requires_grad)
+    out, lse, _ = torch.ops.attnpat.fwd(q, k, v, [inputs[n] for n in names], ",".join(names), handle, kernel[0],
+                                        scale, q_offset, bool(return_lse), training)
+    return (out, lse) if return_lse else out
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -298,14 +332,22 @@ def _check_pattern(pattern) -> None:
 
 def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
     """One call: compile (cached) and run `pattern` on q, k, v (with a prepared `block_mask`, or inputs)."""
+    return launch(_info_of(pattern), q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
+                  block_mask=block_mask, **inputs)
+
+
+@torch._dynamo.assume_constant_result
+def _info_of(pattern) -> tuple:
+    """Kernel.info of a Pattern's or spec's cached Kernel. Under torch.compile this runs once, while Dynamo
+    traces, and its result is a constant of the graph (guarded on the pattern): Dynamo never traces the
+    compiler, sympy or the caches."""
     if isinstance(pattern, str):
-        kernel = _spec_kernel(pattern)
-    else:
-        _check_pattern(pattern)
-        kernel = _compiled.get(pattern)
-        if kernel is None:
-            kernel = _compiled[pattern] = Kernel(pattern.compiled)   # holds no reference to its key
-    return kernel(q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset, block_mask=block_mask, **inputs)
+        return _spec_kernel(pattern).info
+    _check_pattern(pattern)
+    kernel = _compiled.get(pattern)
+    if kernel is None:
+        kernel = _compiled[pattern] = Kernel(pattern.compiled)   # holds no reference to its key
+    return kernel.info
 
 
 def prepared_mask(pattern, q_len, kv_len, *, batch=None, heads=None, q_offset=None, device=None, **inputs):
@@ -315,8 +357,10 @@ def prepared_mask(pattern, q_len, kv_len, *, batch=None, heads=None, q_offset=No
     else:
         _check_pattern(pattern)
         compiled = pattern.compiled
-    return prepare(compiled, q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset, device=device,
+    mask = prepare(compiled, q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset, device=device,
                    inputs=inputs)
+    mask.handle = register_mask(mask)
+    return mask
 
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Pattern -> Kernel, while it lives

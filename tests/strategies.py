@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 # Reserved words of the pattern language (the NAME terminal rejects exactly these).
-KEYWORDS = frozenset({"pattern", "require", "input", "mask", "and", "or", "not", "in", "True", "False"})
+KEYWORDS = frozenset({"pattern", "require", "input", "mask", "score", "and", "or", "not", "in", "True", "False"})
 
 # Names that are legal identifiers but collide with something interesting: other terminals (TYPE, AXIS),
 # builtins, variables, or keywords as a prefix.

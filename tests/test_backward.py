@@ -31,6 +31,7 @@ from attnpat.errors import EmptyPatternError
 from attnpat.runtime import autograd
 from attnpat.runtime.aot import AotReport
 from attnpat.runtime.autograd import BwdConfig, TileConfig, default_bwd_config, override_bwd_config
+from attnpat.reference import dense_score_terms
 from attnpat.verify import eager_attention
 from strategies import cases
 
@@ -93,7 +94,8 @@ def check_grads(pattern, B, Hq, Hkv, N, M, D, dtype, *, q_offset=None, seed=0, s
                                                             **inputs),
                 q.to(dtype), k.to(dtype), v.to(dtype), do.to(dtype), torch.float64)
     mask = pattern.dense_mask(N, M, batch=B, heads=Hq, q_offset=q_offset, **inputs)
-    low = _run(lambda a, b, c: _eager(a, b, c, mask, s), q, k, v, do, dtype)
+    terms = dense_score_terms(pattern, N, M, B, Hq, q_offset, inputs)   # softcap, bias, sink (or None)
+    low = _run(lambda a, b, c: _eager(a, b, c, mask, s, terms), q, k, v, do, dtype)
     for name, g, ref, base in zip(("out", "dq", "dk", "dv"), got, gold, low):
         assert g.dtype == dtype and g.shape == ref.shape, name
         assert torch.isfinite(g).all(), f"{name}: non-finite values"
@@ -233,10 +235,13 @@ _SMALL = {
 }
 
 
-def _library_inputs(pattern, n, m):
-    out = {}
+def _library_inputs(pattern, n, m, heads=4):
+    terms = pattern.compiled.checked.scores   # float[h] inputs of score terms: sinks, slopes
+    out = {d.name: torch.linspace(-1.0, 1.5, heads) for d in (terms.inputs if terms is not None else ())}
     for name, axis in sorted(pattern.inputs.items()):
-        if axis == "k":
+        if axis == "b":   # one value per sequence: a length cutting a block
+            out[name] = torch.tensor(57)
+        elif axis == "k":
             if "global" in name:
                 out[name] = torch.tensor([1 if i in (0, 33, 70) else 0 for i in range(m)])
             else:   # document ids: three documents, one of them split across a block boundary

@@ -372,7 +372,8 @@ def test_library_patterns_can_be_called():
             p = attnpat.load(name)
         except attnpat.PatternError:
             continue
-        loadable.append((name, p))
+        if p.compiled.checked.scores is None:   # calling a pattern with score terms is refused (test_scores.py)
+            loadable.append((name, p))
     if not loadable:
         pytest.skip("no library pattern with all-default parameters yet")
     for name, p in loadable[:5]:

@@ -1,6 +1,7 @@
-"""Prepared block masks (runtime/blockmask.py) and the device lowering of document patterns
-(runtime/devlower.py): tile by tile against the dense reference and the closed-form lowering, the prepared
-mask against the per-call path, its checks against q and k, and the int32 range of runtime inputs."""
+"""Prepared block masks (runtime/blockmask.py) and the device lowerings of document patterns
+(runtime/devlower.py, unsorted ids: runtime/devids.py) and of row-interval patterns (runtime/devrows.py):
+tile by tile against the dense reference and the closed-form lowering, the prepared mask against the
+per-call path, its checks against q and k, and the int32 range of runtime inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnpat
-from attnpat import ArgumentError, InputError
+from attnpat import ArgumentError, InputError, packing
 from attnpat.runtime import blockmask
 
 DOC_PATTERNS = [
@@ -89,13 +90,25 @@ def test_device_lowering_is_exact_and_equals_the_closed_form(data):
 
 
 @pytest.mark.parametrize("name, inputs, how", [
-    ("document", {"doc": torch.tensor([0, 1, 0, 1] * 10)}, "closed_form"),            # not monotone
+    ("document", {"doc": torch.tensor([0, 1, 0, 1] * 10)}, "device"),                 # not monotone: ids joined
+    ("document_sliding_window", {"doc": torch.tensor([0, 1, 0, 1] * 10)}, "closed_form"),   # and a 2-sided band
     ("document", {"doc": torch.arange(40) // 7}, "device"),
-    ("prefix_lm_dynamic", {"prefix_len": torch.full((40,), 9)}, "closed_form"),
-    ("longformer_flags", {"is_global": (torch.arange(40) % 13 == 0).long()}, "closed_form"),
+    ("prefix_lm_dynamic", {"prefix_len": torch.full((40,), 9)}, "device"),
+    ("longformer_flags", {"is_global": (torch.arange(40) % 13 == 0).long()}, "device"),
+    ("prefix_lm_lengths", {"prefix_len": torch.tensor([9])}, "device"),
+    ("causal_padded", {"seq_len": torch.tensor(17)}, "device"),
+    # key padding: a key flag joined by `and`
+    ("pattern p():\n    input f: int[k]\n    mask causal and f[k] != 0\n", {"f": torch.arange(40) % 3},
+     "device"),
+    # a key flag inside one alternative of an `or`: no row interval
+    ("pattern p():\n    input f: int[k]\n    mask causal and f[k] != 0 or q - k > 30\n",
+     {"f": torch.arange(40) % 3}, "closed_form"),
+    # two intervals per row with a hole between them
+    ("pattern p():\n    input x: int[q]\n    mask abs(q - k) <= 1 or k == x[q]\n",
+     {"x": torch.zeros(40, dtype=torch.long)}, "closed_form"),
 ])
 def test_which_patterns_lower_on_the_device(name, inputs, how):
-    p = attnpat.load(name)
+    p = attnpat.parse(name) if name.startswith("pattern") else attnpat.load(name)
     m = attnpat.block_mask(p, 40, 40, **inputs)
     dense = p.dense_mask(40, 40, **inputs)
     for shape in ((8, 8), (16, 32)):
@@ -105,6 +118,111 @@ def test_which_patterns_lower_on_the_device(name, inputs, how):
         if how == "device":
             assert np.array_equal(got, want)
     assert m.builds == {(8, 8): how, (16, 32): "derived from 8x8"}
+
+
+UNSORTED_PATTERNS = [
+    ("document", {}), ("document_full", {}),
+    "pattern p(c: int = 5):\n    input doc: int[k]\n    mask doc[k] == doc[q] and k >= c and q < 30\n",
+    "pattern p():\n    input doc: int[k]\n    mask doc[k] == doc[q] and q - k <= 2\n",
+]
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.data())
+def test_unsorted_ids_lower_on_the_device_exactly(data):
+    spec = data.draw(st.sampled_from(UNSORTED_PATTERNS))
+    p = attnpat.parse(spec) if isinstance(spec, str) else attnpat.load(spec[0], **spec[1])
+    kv_len = data.draw(st.integers(1, 70), label="kv_len")
+    q_len = data.draw(st.integers(1, kv_len), label="q_len")
+    q_offset = data.draw(st.one_of(st.none(), st.integers(0, kv_len - q_len)), label="q_offset")
+    batch = data.draw(st.integers(1, 3), label="batch")
+    rows = batch if batch > 1 and data.draw(st.booleans()) else 1
+    top = data.draw(st.integers(0, 6))
+    ids = torch.tensor(data.draw(st.lists(st.integers(-2, top), min_size=rows * kv_len, max_size=rows * kv_len)))
+    doc = ids.view(rows, kv_len) if rows > 1 else ids
+    bq, bk = data.draw(st.sampled_from([1, 4, 8, 16])), data.draw(st.sampled_from([1, 4, 8, 16]))
+    m = attnpat.block_mask(p, q_len, kv_len, batch=batch, q_offset=q_offset, doc=doc)
+    got = m.tile_kinds(bq, bk, batch, 1)
+    dense = p.dense_mask(q_len, kv_len, batch=batch, q_offset=q_offset, doc=doc)
+    assert np.array_equal(got, exact_tiles(dense, bq, bk)), (p.expression(), doc, q_len, q_offset, bq, bk)
+    closed = p.block_mask(q_len, kv_len, block_q=bq, block_k=bk, batch=batch, q_offset=q_offset, doc=doc)
+    for b in range(batch):
+        assert np.array_equal(got[b], closed.to_dense(batch=b))
+    assert m.builds == {(bq, bk): "device"}
+
+
+def test_ids_spread_over_too_many_pairs_take_the_closed_form(monkeypatch):
+    from attnpat.runtime import devids
+    monkeypatch.setattr(devids, "PAIR_SLACK", 0)
+    monkeypatch.setattr(devids, "PAIR_FACTOR", 2)
+    p = attnpat.load("document_full")
+    doc = torch.arange(64) % 16                 # 8 ids in each block, each in every other block
+    m = attnpat.block_mask(p, 64, 64, doc=doc)
+    got = m.tile_kinds(8, 8)
+    assert m.builds == {(8, 8): "closed_form"}
+    assert np.array_equal(got, exact_tiles(p.dense_mask(64, 64, doc=doc), 8, 8))
+
+
+ROW_PATTERNS = [
+    ("prefix_lm_dynamic", {}), ("prefix_lm_lengths", {}), ("causal_padded", {}), ("longformer_flags", {"window": 1}),
+    ("longformer_flags", {"window": 6}),
+    "pattern p():\n    input start: int[q]\n    mask k <= q and k >= start[q]\n",
+    "pattern p(w: int = 6):\n    input start: int[k]\n    mask k >= start[q] and 0 <= q - k < w\n",
+    "pattern p():\n    input n: int[b]\n    input g: int[k]\n    mask causal and k < n[b] or g[q] != 0 or g[k] == 2\n",
+    "pattern p():\n    input a: int[q]\n    input n: int[b]\n    mask a[q] <= k and k < a[q] + n[b] or k == q\n",
+    "pattern p():\n    input x: int[q]\n    mask abs(q - k) <= 2 or k < x[q] // 2\n",
+    "pattern p():\n    input g: int[k]\n    mask causal and g[k] != 0\n",
+    "pattern p():\n    input n: int[b]\n    input g: int[k]\n    mask k < n[b] and g[k] != 2 and q - k < 9\n",
+]
+
+
+def _row_inputs(data, p, q_len: int, kv_len: int, batch: int) -> dict:
+    """Random inputs for a row-interval pattern: lengths, flags, document starts (as packing makes them)."""
+    out = {}
+    for name, axis in sorted(p.inputs.items()):
+        rows = batch if batch > 1 and data.draw(st.booleans()) else 1
+        if axis == "b":
+            values = data.draw(st.lists(st.integers(-2, kv_len + 2), min_size=rows, max_size=rows))
+            out[name] = torch.tensor(values) if rows > 1 or data.draw(st.booleans()) else values[0]
+        elif name == "start":
+            length = q_len if axis == "q" else kv_len
+            tables = []
+            for _ in range(rows):
+                lengths = data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=12))
+                tables.append(packing.document_starts(lengths, total=max(length, sum(lengths)))[:length])
+            out[name] = torch.stack(tables) if rows > 1 else tables[0]
+        else:
+            length = q_len if axis == "q" else kv_len
+            top = 3 if name == "g" or name == "is_global" else kv_len + 2
+            t = torch.tensor(data.draw(st.lists(st.integers(-1, top), min_size=rows * length,
+                                                max_size=rows * length)))
+            out[name] = t.view(rows, length) if rows > 1 else t
+    return out
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.data())
+def test_row_interval_lowering_is_exact_and_equals_the_closed_form(data):
+    spec = data.draw(st.sampled_from(ROW_PATTERNS))
+    p = attnpat.parse(spec) if isinstance(spec, str) else attnpat.load(spec[0], **spec[1])
+    kv_len = data.draw(st.integers(1, 70), label="kv_len")
+    q_len = data.draw(st.integers(1, kv_len), label="q_len")
+    q_offset = data.draw(st.one_of(st.none(), st.integers(0, kv_len - q_len)), label="q_offset")
+    batch = data.draw(st.integers(1, 3), label="batch")
+    inputs = _row_inputs(data, p, q_len, kv_len, batch)
+    bq, bk = data.draw(st.sampled_from([1, 4, 8, 16])), data.draw(st.sampled_from([1, 4, 8, 16]))
+    heads = data.draw(st.integers(1, 2))
+    m = attnpat.block_mask(p, q_len, kv_len, batch=batch, q_offset=q_offset, **inputs)
+    got = m.tile_kinds(bq, bk, batch, heads)
+    dense = p.dense_mask(q_len, kv_len, batch=batch, heads=heads, q_offset=q_offset, **inputs)
+    want = exact_tiles(dense, bq, bk)
+    assert np.array_equal(got, want), (p.expression(), inputs, q_len, q_offset, bq, bk, m.builds)
+    closed = p.block_mask(q_len, kv_len, block_q=bq, block_k=bk, batch=batch, heads=heads, q_offset=q_offset,
+                          **inputs)
+    for b in range(batch):
+        assert np.array_equal(got[b], closed.to_dense(batch=b))
+    if not {"x", "a"} & set(p.inputs):   # the patterns here whose rows may hold two intervals
+        assert m.builds == {(bq, bk): "device"}
 
 
 def test_queries_beyond_the_ids_take_the_closed_form():

@@ -21,6 +21,9 @@ def _inputs(pattern, q_len: int, kv_len: int) -> dict:
     rng = np.random.default_rng(0)
     out = {}
     for name, axis in pattern.inputs.items():
+        if axis == "b":   # one value per sequence: a length
+            out[name] = int(rng.integers(0, kv_len + 1))
+            continue
         n = kv_len if axis == "k" else q_len
         out[name] = np.sort(rng.integers(0, 4, n)) if axis == "k" else rng.integers(0, n, n)
     return out

@@ -213,7 +213,7 @@ GOLDEN = [
     ("a keyword as a name",
      "pattern p():\n    in = 3\n    mask True\n", {},
      attnpat.PatternSyntaxError,
-     "f.attn:2:5: error: unexpected 'in', expected 'input', 'mask', 'require', a name or end of line\n"
+     "f.attn:2:5: error: unexpected 'in', expected 'input', 'mask', 'require', 'score', a name or end of line\n"
      "        in = 3\n"
      "        ^^\n"
      "    note: 'in' is a reserved word and cannot be used as a name"),

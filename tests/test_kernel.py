@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import attnpat
 from attnpat import ArgumentError, EmptyPatternError, InputError, reference_attention
+from attnpat.reference import dense_score_terms
 from kernel_util import assert_close_to_reference, eager_attention
 from strategies import cases
 
@@ -38,14 +39,17 @@ def _check(pattern, q, k, v, *, q_offset=None, scale=None, what="", **options_an
     ref, ref_lse = reference_attention(q, k, v, pattern, q_offset=q_offset, scale=scale, return_lse=True, **inputs)
     mask = pattern.dense_mask(q.shape[2], k.shape[2], batch=q.shape[0], heads=q.shape[1], q_offset=q_offset,
                               **inputs)
-    eager = eager_attention(q, k, v, mask, scale)
+    terms = dense_score_terms(pattern, q.shape[2], k.shape[2], q.shape[0], q.shape[1], q_offset, inputs)
+    eager = eager_attention(q, k, v, mask, scale, terms)   # score terms (softcap, bias, sink) in q's dtype
     assert out.shape == q.shape and out.dtype == q.dtype
     assert_close_to_reference(out, ref, eager, what)
-    # log-sum-exp: -inf exactly where a row has no allowed key, else close to the reference
+    # log-sum-exp: -inf exactly where a row has no allowed key (and no sink: then it is the sink), else close
+    # to the reference
     empty = ~mask.any(-1)
-    assert torch.equal(torch.isneginf(lse), empty), f"{what}: lse -inf rows differ from empty rows"
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse)), f"{what}: lse -inf rows differ"
+    assert torch.equal(torch.isneginf(ref_lse), empty & (terms[2] is None)), f"{what}: reference lse"
     assert not torch.isnan(lse).any()
-    finite = ~empty
+    finite = ~torch.isneginf(ref_lse)
     if finite.any():
         lse_err = (lse.double()[finite] - ref_lse[finite]).abs().max().item()
         tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}[q.dtype]
@@ -71,12 +75,15 @@ def test_random_patterns_match_reference(case, dtype, d, gqa, blocks, data):
     _check(case.pattern, q, k, v, q_offset=s.q_offset, what=case.gen.text, **blocks, **case.inputs)
 
 
-def _library_inputs(name, n_q, n_kv):
+def _library_inputs(name, n_q, n_kv, heads=3):
     p = attnpat.load(name)
-    out = {}
+    terms = p.compiled.checked.scores   # float[h] inputs of score terms: sinks, slopes
+    out = {d.name: torch.linspace(-1.0, 1.5, heads) for d in (terms.inputs if terms is not None else ())}
     for inp, axis in p.inputs.items():
         length = n_kv if axis == "k" else n_q
-        if inp == "doc":
+        if axis == "b":   # one value per sequence: a prefix or sequence length inside the keys
+            out[inp] = torch.tensor(n_kv * 2 // 3)
+        elif inp == "doc":
             out[inp] = torch.tensor([i * 3 // length for i in range(length)])          # three documents
         elif inp == "is_global":
             out[inp] = torch.tensor([1 if i in (0, 7) else 0 for i in range(length)])

@@ -38,6 +38,11 @@ def _bigbird(P, q, k, h, i, inp):
     return window or glob or rand
 
 
+def _per_seq(value):
+    """An int[b] input's value for the current batch element (a drawn example gives it as a row)."""
+    return value[0] if isinstance(value, list) else value
+
+
 PREDICATES = {
     "full": lambda P, q, k, h, i, inp: True,
     "causal": lambda P, q, k, h, i, inp: k <= q,
@@ -54,6 +59,8 @@ PREDICATES = {
     "streaming_llm": lambda P, q, k, h, i, inp: k <= q and (k < P["sinks"] or q - k < P["window"]),
     "prefix_lm": lambda P, q, k, h, i, inp: k <= q or k < P["prefix"],
     "prefix_lm_dynamic": lambda P, q, k, h, i, inp: k <= q or k < inp["prefix_len"][i],
+    "prefix_lm_lengths": lambda P, q, k, h, i, inp: k <= q or k < _per_seq(inp["prefix_len"]),
+    "causal_padded": lambda P, q, k, h, i, inp: k <= q and k < _per_seq(inp["seq_len"]),
     "chunked_causal": lambda P, q, k, h, i, inp: k <= q and q // P["chunk"] == k // P["chunk"],
     "document": lambda P, q, k, h, i, inp: k <= q and inp["doc"][q] == inp["doc"][k],
     "document_full": lambda P, q, k, h, i, inp: inp["doc"][q] == inp["doc"][k],
@@ -61,6 +68,13 @@ PREDICATES = {
                                                            and inp["doc"][q] == inp["doc"][k]),
     "per_head": lambda P, q, k, h, i, inp: 0 <= q - k < P["windows"][h % len(P["windows"])],
     "bigbird": _bigbird,
+    # score terms (softcap, bias, sink) change scores, not the mask: tests/test_scores.py checks them
+    "gemma2_local": lambda P, q, k, h, i, inp: 0 <= q - k < P["window"],
+    "gemma2_global": lambda P, q, k, h, i, inp: k <= q,
+    "alibi": lambda P, q, k, h, i, inp: k <= q,
+    "alibi_learned": lambda P, q, k, h, i, inp: k <= q,
+    "gpt_oss_local": lambda P, q, k, h, i, inp: 0 <= q - k < P["window"],
+    "gpt_oss_global": lambda P, q, k, h, i, inp: k <= q,
 }
 
 DEFAULTS = {
@@ -75,6 +89,8 @@ DEFAULTS = {
     "streaming_llm": {"sinks": 4, "window": 1020},
     "prefix_lm": {"prefix": 256},
     "prefix_lm_dynamic": {},
+    "prefix_lm_lengths": {},
+    "causal_padded": {},
     "chunked_causal": {"chunk": 8192},
     "document": {},
     "document_full": {},
@@ -82,6 +98,12 @@ DEFAULTS = {
     "per_head": {"windows": (128, 256, 512, 1024)},
     "bigbird": {"block": 64, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3, "key_blocks": 64,
                 "seed": 0},
+    "gemma2_local": {"window": 4096, "cap": 50.0},
+    "gemma2_global": {"cap": 50.0},
+    "alibi": {"slopes": tuple(2.0 ** (-8 * (i + 1) / 8) for i in range(8))},
+    "alibi_learned": {},
+    "gpt_oss_local": {"window": 128},
+    "gpt_oss_global": {},
 }
 
 # Parameter overrides tried for each pattern ({} = the defaults).
@@ -101,6 +123,8 @@ PARAMS = {
                       {"sinks": 4, "window": 2}, {}],
     "prefix_lm": [{"prefix": 0}, {"prefix": 1}, {"prefix": 3}, {"prefix": 8}, {}],
     "prefix_lm_dynamic": [{}],
+    "prefix_lm_lengths": [{}],
+    "causal_padded": [{}],
     "chunked_causal": [{"chunk": 1}, {"chunk": 2}, {"chunk": 3}, {"chunk": 5}, {}],
     "document": [{}],
     "document_full": [{}],
@@ -115,6 +139,12 @@ PARAMS = {
                 {"block": 1, "window_blocks": 3, "global_blocks": 0, "random_blocks": 1, "key_blocks": 2,
                  "seed": 2**40 + 5},
                 {}],
+    "gemma2_local": [{"window": 1, "cap": 1}, {"window": 3, "cap": 30.0}, {}],
+    "gemma2_global": [{"cap": 0.5}, {}],
+    "alibi": [{"slopes": [1.0]}, {"slopes": [0.5, 2]}, {}],
+    "alibi_learned": [{}],
+    "gpt_oss_local": [{"window": 1}, {"window": 4}, {}],
+    "gpt_oss_global": [{}],
 }
 
 # (q_len, kv_len, q_offset, batch, heads)
@@ -141,6 +171,8 @@ INPUTS = {
     "prefix_lm_dynamic": lambda rng, ql, kl: {
         "prefix_len": ([int(rng.integers(0, kl + 3))] * ql if rng.random() < 0.5
                        else rng.integers(0, kl + 3, ql).tolist())},
+    "prefix_lm_lengths": lambda rng, ql, kl: {"prefix_len": int(rng.integers(-1, kl + 3))},
+    "causal_padded": lambda rng, ql, kl: {"seq_len": int(rng.integers(-1, kl + 3))},
     "document": lambda rng, ql, kl: {"doc": _doc_ids(rng, kl)},
     "document_full": lambda rng, ql, kl: {"doc": _doc_ids(rng, kl)},
     "document_sliding_window": lambda rng, ql, kl: {"doc": _doc_ids(rng, kl)},
@@ -156,7 +188,11 @@ def make_inputs(name, rng, q_len, kv_len, batch):
         [INPUTS[name](rng, q_len, kv_len) for _ in range(batch)]
     passed = {}
     for key in rows[0]:
-        if shared:
+        if isinstance(rows[0][key], int):   # an int[b] input: [batch], or shared as an int, 0-d or [1]
+            one = rows[0][key]
+            passed[key] = (np.array([r[key] for r in rows], dtype=np.int64) if not shared else
+                           [one, torch.tensor(one), torch.tensor([one])][int(rng.integers(0, 3))])
+        elif shared:
             # (an empty Python list has no integer dtype: pass empty inputs as tensors)
             as_list = rng.random() < 0.5 and len(rows[0][key]) > 0
             passed[key] = rows[0][key] if as_list else torch.tensor(rows[0][key], dtype=torch.int64)
@@ -207,10 +243,13 @@ def test_dense_mask_matches_independent_construction(name, params):
         assert bad.size == 0, (f"{pattern!r} on q_len={q_len}, kv_len={kv_len}, q_offset={q_offset}, "
                                f"batch={batch}, heads={heads}: first mismatch at [b, h, row, k] = "
                                f"{bad[0].tolist()} (expected {want[tuple(bad[0])]})")
-        if q_offset is None and q_len:
+        if q_offset is None and q_len and name not in CUT_KEYS:
             # bottom-right aligned queries always keep at least one key (their own position)
             assert bool(got.any(-1).all()), f"{pattern!r}: a query row with no key"
 
+
+# Patterns whose runtime inputs may mask every key of a row (a sequence length of 0).
+CUT_KEYS = {"causal_padded"}
 
 # Patterns that read an int[k] runtime input at the query position (input[q]).
 READS_INT_K_AT_Q = {"longformer_flags", "document", "document_full", "document_sliding_window"}
@@ -383,6 +422,10 @@ BAD_VALUES = [
     ("bigbird", "global_blocks", -1),
     ("bigbird", "random_blocks", -1), ("bigbird", "random_blocks", 65),
     ("bigbird", "key_blocks", 0),
+    ("gemma2_local", "window", 0), ("gemma2_local", "cap", 0.0), ("gemma2_local", "cap", -1.0),
+    ("gemma2_global", "cap", 0.0),
+    ("alibi", "slopes", []),
+    ("gpt_oss_local", "window", 0),
 ]
 
 # Parameters that have no sensible constraint.

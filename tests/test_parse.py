@@ -178,7 +178,7 @@ def test_chained_comparison_is_one_node():
     assert isinstance(e, N.Compare) and len(e.ops) == 2 and len(e.comparators) == 2
 
 
-@pytest.mark.parametrize("text", ["007", "1_000", "0x10", "1.5", "q ** 2", "q / 2", "a = b", "f(x=1, 2)",
+@pytest.mark.parametrize("text", ["007", "1_000", "0x10", "1.", ".5", "q ** 2", "q / 2", "a = b", "f(x=1, 2)",
                                   "q < < k", "{1, 2", "not", "k not k", "q in in s", "", "a\nb"])
 def test_bad_expressions(text):
     with pytest.raises(attnpat.PatternSyntaxError):

@@ -212,6 +212,8 @@ def parse_input(text: str) -> tuple[str, list[list[int]]]:
 
 
 def _how_to_pass(name: str, axis: str, length: int) -> str:
+    if axis == "b":
+        return f"; pass one value per sequence with --input {name}=V1,V2,... (one value is shared by the batch)"
     half = length // 2
     example = f"0x{half},1x{length - half}" if half else "0"
     return f"; pass its {length} values with --input {name}=V1,V2,... e.g. --input {name}={example}"
@@ -230,5 +232,6 @@ def collect_inputs(pattern: Pattern, texts: list[str], q_len: int, kv_len: int) 
         if name in given:
             raise InputError(f"--input {name} is given twice")
         given[name] = rows if len(rows) > 1 else rows[0]
-    batch = max((len(v) for v in given.values() if isinstance(v[0], list)), default=1)
+    per_seq = [len(v) for n, v in given.items() if pattern.inputs.get(n) == "b" and not isinstance(v[0], list)]
+    batch = max([len(v) for v in given.values() if isinstance(v[0], list)] + per_seq, default=1)
     return prepare_inputs(pattern.checked, q_len, kv_len, batch, given, how=_how_to_pass), batch

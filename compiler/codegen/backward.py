@@ -25,7 +25,7 @@ The dK/dV tile is transposed (keys down, queries across), so it calls the predic
 from __future__ import annotations
 
 from ..simplify import Canonical
-from . import bands, inputs, signature
+from . import bands, inputs, scores, signature
 from .plan import KernelPlan, plan
 from .predicate import functions
 from .template import fill, render
@@ -42,13 +42,18 @@ _BAND = "# -- the band: ${what} computed from the bounds, no tables --\n${code}"
 def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
     """Return the source of the backward kernel module for a canonical pattern."""
     kplan = kplan or plan(canonical)
-    n = len(kplan.inputs)
+    n, terms = len(kplan.inputs), canonical.scores
+    # the tiles read float inputs only when scores change (a sink acts through the forward's lse alone)
+    fl = kplan.float_inputs if scores.has_mod(terms) else ()
+
+    grads = scores.bias_grad_parts(kplan)
 
     def dq_tile(start: str) -> str:
-        return render("dq_tile", start=start, input_args=inputs.tile_args(n, "q"))
+        return render("dq_tile", start=start, input_args=inputs.tile_args(n, "q"), score_args=scores.args(fl),
+                      bias_grad_ret=grads["bias_grad_ret"], bias_grad_args=grads["bias_grad_args"])
 
     def dkdv_tile(start: str) -> str:
-        return render("dkdv_tile", start=start, input_args=inputs.tile_args(n, "k"))
+        return render("dkdv_tile", start=start, input_args=inputs.tile_args(n, "k"), score_args=scores.args(fl))
 
     dkdv_ranges = ""
     if kplan.mode == "table":
@@ -67,12 +72,23 @@ def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
         dkdv_ranges = fill(_BAND, what="query blocks of this key block", code=bands.block_ranges(ranges, "BLOCK_M"))
         dkdv_body = bands.loop(len(ranges), "qb", step)
     pred_args = inputs.predicate_args(n)
+    fns = functions(canonical.ir, kplan.inputs, ("rows", "columns"))
+    score_fns = "\n\n\n".join(x for x in (scores.functions(terms, fl, ("rows", "columns"), True, fns),
+                                          scores.bias_grad_function(terms, kplan)) if x)
+    capped = terms is not None and terms.softcap is not None   # dS takes the softcap's derivative
     return render(
         "backward", key=kplan.key, text=inputs.renamed_text(canonical.ir, kplan.inputs), mode=kplan.mode,
-        functions=functions(canonical.ir, kplan.inputs, ("rows", "columns")),
+        functions=fns + "\n\n\n" + score_fns if score_fns else fns,
+        score_params=scores.params(fl), score_params_dq=scores.params(fl),
+        score_apply_t=scores.apply_d(terms, fl, "columns", "qkT", "Q_START + offs_m", "k_pos"),
+        score_apply=scores.apply_d(terms, fl, "rows", "qk", "q_pos", "offs_n"),
+        score_ds_t="dsT = dsT * dcap" if capped else "", score_ds="ds = ds * dcap" if capped else "",
+        score_loads_dkdv=scores.loads(fl), score_loads_dq=scores.loads(fl),
+        **{k: v for k, v in grads.items() if k not in ("bias_grad_ret", "bias_grad_args")},
+        bias_grad_ret=grads["bias_grad_ret"],
         input_params=inputs.tile_args(n, "k"), input_params_dq=inputs.tile_args(n, "q"),
         predicate_args=f", {pred_args}" if pred_args else "",
-        q_loads=inputs.loads(kplan.inputs, "q"), k_loads=inputs.loads(kplan.inputs, "k"),
-        k_loads_dq=inputs.loads(kplan.inputs, "k"), q_loads_dq=inputs.loads(kplan.inputs, "q"),
+        q_loads=inputs.loads(kplan.inputs, "q", "k"), k_loads=inputs.loads(kplan.inputs, "k", "k"),
+        k_loads_dq=inputs.loads(kplan.inputs, "k", "q"), q_loads_dq=inputs.loads(kplan.inputs, "q", "q"),
         dkdv_params=signature.dkdv(kplan).code(len("def attn_bwd_dkdv(")), dkdv_ranges=dkdv_ranges,
         dkdv_body=dkdv_body, dq_params=signature.dq(kplan).code(len("def attn_bwd_dq(")), dq_body=dq_body) + "\n"

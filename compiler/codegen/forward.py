@@ -14,7 +14,7 @@ generated (runtime inputs become ``in0``, ``in1``, ... in name order), so no use
 from __future__ import annotations
 
 from ..simplify import Canonical
-from . import bands, inputs, signature
+from . import bands, inputs, scores, signature
 from .plan import KernelPlan, plan
 from .predicate import functions
 from .template import fill, render
@@ -25,28 +25,33 @@ _BAND = "# -- the band: key blocks computed from the query block's bounds, no ta
 _STATIC_STEP = "k_lo = kb * BLOCK_N\n${tile}"
 
 
-def _tile(n_inputs: int, masked: bool) -> str:
-    return render("forward_tile", input_args=inputs.tile_args(n_inputs, "q"), masked=masked)
+def _tile(n_inputs: int, masked: bool, floats: tuple[str, ...] = ()) -> str:
+    return render("forward_tile", input_args=inputs.tile_args(n_inputs, "q"), score_args=scores.args(floats),
+                  masked=masked)
 
 
 def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
     """Return the source of the forward kernel module for a canonical pattern."""
     kplan = kplan or plan(canonical)
-    n = len(kplan.inputs)
+    n, fl, terms = len(kplan.inputs), kplan.float_inputs, canonical.scores
     if kplan.mode == "table":
-        body = render("forward_table", partial=_tile(n, True), full=_tile(n, False))
+        body = render("forward_table", partial=_tile(n, True, fl), full=_tile(n, False, fl))
     else:
         full = bands.full_test(canonical.ir)
         if isinstance(full, bool):
-            step = fill(_STATIC_STEP, tile=_tile(n, not full))
+            step = fill(_STATIC_STEP, tile=_tile(n, not full, fl))
         else:
-            step = render("forward_band", full=full, unmasked=_tile(n, False), masked=_tile(n, True))
+            step = render("forward_band", full=full, unmasked=_tile(n, False, fl), masked=_tile(n, True, fl))
         body = fill(_BAND, walk=bands.walk(bands.key_ranges(kplan), "BLOCK_N", "kb", step))
     pred_args = inputs.predicate_args(n)
+    fns = functions(canonical.ir, kplan.inputs, ("rows",))
+    score_fns = scores.functions(terms, fl, ("rows",), False, fns)
     return render(
         "forward", key=kplan.key, text=inputs.renamed_text(canonical.ir, kplan.inputs), mode=kplan.mode,
-        functions=functions(canonical.ir, kplan.inputs, ("rows",)),
-        input_params=inputs.tile_args(n, "q"), k_loads=inputs.loads(kplan.inputs, "k"),
+        functions=fns + "\n\n\n" + score_fns if score_fns else fns,
+        score_params=scores.params(fl), score_apply=scores.apply(terms, fl, "rows", "qk", "q_pos", "offs_n"),
+        score_loads=scores.loads(fl), sink=scores.sink(terms, fl),
+        input_params=inputs.tile_args(n, "q"), k_loads=inputs.loads(kplan.inputs, "k", "q"),
         predicate_args=f", {pred_args}" if pred_args else "",
         params=signature.forward(kplan).code(len("def attn_fwd(")), q_loads=inputs.loads(kplan.inputs, "q"),
         body=body) + "\n"

@@ -17,8 +17,11 @@ from .template import fill
 __all__ = ["loads", "tile_args", "predicate_args", "renamed_text"]
 
 # A k-axis input holds one value per key position (read at absolute positions); a q-axis input one value
-# per query row, never read at k (the checker forbids it).
+# per query row, never read at k (the checker forbids it); a b-axis input one value per sequence: one scalar
+# load per program, at the batch index, passed to the tiles as it is (the predicate reads it as in{i}_q).
 _LOADS = {
+    ("b", "held"): "in${i}_${side} = tl.load(${base})   # per sequence: one value per program",
+    ("b", "tile"): "in${i}_${side} = in${i}_${held}",
     ("k", "q"): "in${i}_q = tl.load(${base} + q_pos, mask=m_valid & (q_pos >= 0) & (q_pos < KV_LEN), other=0)",
     ("q", "q"): "in${i}_q = tl.load(${base} + offs_m, mask=m_valid, other=0)",
     ("k", "k"): "in${i}_k = tl.load(${base} + k_pos, mask=k_valid, other=0)",
@@ -26,15 +29,21 @@ _LOADS = {
 }
 
 
-def loads(inputs: tuple[tuple[str, str], ...], side: str) -> str:
+def loads(inputs: tuple[tuple[str, str], ...], side: str, held: str | None = None) -> str:
     """The statements that read every input at the tile's queries (`side` 'q': needs q_pos, offs_m,
-    m_valid) or keys ('k': needs k_pos, k_valid)."""
+    m_valid) or keys ('k': needs k_pos, k_valid). `held`: the side the kernel holds ('q' for the forward and
+    dQ kernels, 'k' for dK/dV); loads of the held side run once per program, the other side's per tile."""
     lines = []
     for i, (_, axis) in enumerate(inputs):
         ptr, stride = input_names(i)
-        code = _LOADS[axis, side]
+        if axis == "b":
+            held = held or side
+            code, extra = (_LOADS["b", "held"], {"side": side}) if side == held else \
+                (_LOADS["b", "tile"], {"side": side, "held": held})
+        else:
+            code, extra = _LOADS[axis, side], {}
         base = {"base": f"{ptr} + off_b * {stride}"} if "${base}" in code else {}
-        lines.append(fill(code, i=i, **base))
+        lines.append(fill(code, i=i, **base, **extra))
     return "\n".join(lines)
 
 

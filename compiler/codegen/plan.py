@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import nodes as N
 from ..ir import IR, And, Const, Lin, Opaque, Or
-from ..simplify import Canonical
+from ..simplify import Canonical, uses
 
 __all__ = ["KernelPlan", "Bound", "plan", "key_families", "bound_code"]
 
@@ -32,6 +32,8 @@ class KernelPlan:
             upper bounds) as code.
         bounds: the same intervals as data (see :func:`key_families`), which the backward inverts.
         uses_h, uses_b: whether the predicate reads the head or batch index.
+        float_inputs: the score terms' float[h] inputs in kernel argument order (FIn0, FIn1, ...).
+        bias_inputs: those a bias reads (the dQ kernel sums their gradients' parts into DFin0, DFin1, ...).
     """
 
     key: str
@@ -42,6 +44,8 @@ class KernelPlan:
     bounds: tuple[tuple[tuple[Bound, ...], tuple[Bound, ...]], ...]
     uses_h: bool
     uses_b: bool
+    float_inputs: tuple[str, ...] = ()
+    bias_inputs: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"KernelPlan({self.mode}, {self.text})"
@@ -114,8 +118,8 @@ def _conditions(node: IR):
 
 def _reads(node: IR, name: str) -> bool:
     """Whether an opaque condition of `node` reads the variable `name` (h or b)."""
-    return any(isinstance(e, N.Name) and e.id == name
-               for c in _conditions(node) if isinstance(c, Opaque) for e in N.walk(c.expr))
+    # an input's index is its axis (an int[b] input is loaded per program at off_b), not a read of the variable
+    return any(isinstance(c, Opaque) and uses(c.expr, name) for c in _conditions(node))
 
 
 def plan(canonical: Canonical) -> KernelPlan:
@@ -129,7 +133,10 @@ def plan(canonical: Canonical) -> KernelPlan:
     if ir == Const(True):   # full attention: every key block, no tables, no predicate
         band, fams = True, [((), ())]
     bounds = tuple(fams) if band else ()
+    floats = tuple(d.name for d in canonical.scores.inputs) if canonical.scores is not None else ()
+    read = {x.id for e in canonical.scores.bias for x in N.walk(e) if isinstance(x, N.Name)} if floats else set()
     return KernelPlan(canonical.key, canonical.text, "band" if band else "table", canonical.inputs,
-                      tuple(_family_code(f) for f in bounds), bounds, _reads(ir, "h"), _reads(ir, "b"))
+                      tuple(_family_code(f) for f in bounds), bounds, _reads(ir, "h"), _reads(ir, "b"), floats,
+                      tuple(n for n in floats if n in read))
 
 

@@ -85,7 +85,8 @@ class Predicate:
                 for i in range(len(vals) - 2, -1, -1):
                     out = f"tl.where({idx} == {i}, {vals[i]}, {out})"
                 return out
-            return f"in{self.slot[e.value.id]}_{e.index.id}"
+            # an int[b] input is one scalar per program, passed as in{i}_q (and in{i}_k)
+            return f"in{self.slot[e.value.id]}_{'q' if e.index.id == 'b' else e.index.id}"
         raise PatternError(f"cannot generate kernel code for {type(e).__name__}")
 
     def _link(self, left: N.Expr, op: str, right: N.Expr) -> str:
@@ -138,7 +139,7 @@ def functions(ir: IR, inputs: tuple[tuple[str, str], ...], layouts: tuple[str, .
     for layout in layouts:
         name, shape, q_axis, k_axis = _LAYOUTS[layout]
         views = [fill(_VIEW, name=f"in{i}_{side}", axis=q_axis if side == "q" else k_axis)
-                 for i in range(len(inputs)) for side in "qk"]
+                 for i, (_, axis) in enumerate(inputs) if axis != "b" for side in "qk"]
         out.append(render("predicate", name=name, shape=shape, params=f", {params}" if params else "",
                           q_axis=q_axis, k_axis=k_axis, views="\n".join(views), pred=pred))
     used = {h for h in printer.helpers if f"{h}(" in pred}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .plan import KernelPlan
 
-__all__ = ["Param", "Signature", "forward", "dkdv", "dq", "input_names", "KERNELS"]
+__all__ = ["Param", "Signature", "forward", "dkdv", "dq", "decode", "input_names", "KERNELS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,18 @@ def _inputs(kplan: KernelPlan) -> tuple[tuple[Param, ...], ...]:
     return (tuple(group),)
 
 
+def _float_inputs(kplan: KernelPlan) -> tuple[tuple[Param, ...], ...]:
+    """The score terms' float[h] inputs (fp32 [H] tensors): one group, none without them."""
+    return (tuple(Param(f"FIn{i}", "pointer", "fp32") for i in range(len(kplan.float_inputs))),) \
+        if kplan.float_inputs else ()
+
+
+def bias_grad_names(kplan: KernelPlan) -> tuple[str, ...]:
+    """The dQ kernel's outputs for the gradients of float inputs a bias reads: DFin{i}, i the input's FIn
+    index; each holds one fp32 partial sum per (batch x head, query block) program."""
+    return tuple(f"DFin{i}" for i, n in enumerate(kplan.float_inputs) if n in kplan.bias_inputs)
+
+
 def _scalars(ints: str, floats: str) -> tuple[Param, ...]:
     return tuple(Param(n, "int") for n in ints.split()) + tuple(Param(n, "float") for n in floats.split())
 
@@ -143,7 +155,7 @@ def forward(kplan: KernelPlan) -> Signature:
     """attn_fwd: one program per (query block, batch x head)."""
     return Signature("attn_fwd", (
         *_tensors(("Q", "q", "DT"), ("K", "k", "DT"), ("V", "v", "DT"), ("Out", "o", "DT"), ("Lse", "", "fp32")),
-        *_tables(kplan, "NUM_QB"), *_inputs(kplan),
+        *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
         _scalars("H GROUP Q_LEN KV_LEN Q_START", "qk_scale"),
         _constants("HEAD_DIM HEAD_DIM_P BLOCK_M BLOCK_N EVEN_N WRITE_LSE DOT_PRECISION")))
 
@@ -157,7 +169,7 @@ def dkdv(kplan: KernelPlan) -> Signature:
     """attn_bwd_dkdv: one program per (key block, batch x kv head)."""
     return Signature("attn_bwd_dkdv", (
         *_tensors(*_BWD_TENSORS, ("DK", "dk", "DT"), ("DV", "dv", "DT")),
-        *_tables(kplan, "NUM_KB"), *_inputs(kplan),
+        *_tables(kplan, "NUM_KB"), *_inputs(kplan), *_float_inputs(kplan),
         _scalars("H HKV GROUP Q_LEN KV_LEN Q_START", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
 
 
@@ -165,8 +177,19 @@ def dq(kplan: KernelPlan) -> Signature:
     """attn_bwd_dq: one program per (query block, batch x query head)."""
     return Signature("attn_bwd_dq", (
         *_tensors(*_BWD_TENSORS, ("DQ", "dq", "DT")),
-        *_tables(kplan, "NUM_QB"), *_inputs(kplan),
+        *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
+        *((tuple(Param(n, "pointer", "fp32") for n in bias_grad_names(kplan)),) if kplan.bias_inputs else ()),
         _scalars("H GROUP Q_LEN KV_LEN Q_START", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
+
+
+def decode(kplan: KernelPlan) -> Signature:
+    """attn_decode: one program per (split of the key tiles, batch x query heads of one KV group)."""
+    return Signature("attn_decode", (
+        *_tensors(("Q", "q", "DT"), ("K", "k", "DT"), ("V", "v", "DT"), ("OutP", "", "fp32"), ("LseP", "", "fp32"),
+                  ("QStart", "", "i32"), ("KvLen", "", "i32")),
+        *_tables(kplan, "NUM_QB"), *_inputs(kplan),
+        _scalars("H GROUP Q_LEN SINK RING NUM_SPLITS ROWS", "qk_scale"),
+        _constants("HEAD_DIM HEAD_DIM_P BLOCK_M BLOCK_N Q_ROWS HEADS_PER_PROG RING_BUF DOT_PRECISION")))
 
 
 KERNELS = {"attn_fwd": forward, "attn_bwd_dkdv": dkdv, "attn_bwd_dq": dq}

@@ -33,7 +33,7 @@ class Geo:
         cols = np.arange(self.nkb, dtype=np.int64)
         self.k_lo = cols * block_k
         self.k_hi = np.minimum((cols + 1) * block_k, kv_len) - 1
-        self.inputs = inputs          # name -> (axis, values int64 [L])
+        self.inputs = inputs          # name -> (axis, values int64 [L]; [1] for an int[b] input)
         self._summary: dict = {}
         self.cells_left = CELL_BUDGET  # chunk-cell evaluations still allowed (reset per chunk of tiles)
 

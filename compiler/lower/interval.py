@@ -56,6 +56,9 @@ class Interval:
                 pick = vals[np.clip(lo, 0, len(vals) - 1)]
                 return np.where(single, pick, vals.min()), np.where(single, pick, vals.max())
             name, axis = e.value.id, e.index.id
+            if axis == "b":   # an int[b] input: one value for the whole (batch) slice
+                v = np.full(len(box.q0), self.geo.inputs[name][1][0], np.int64)
+                return v, v
             mins, maxs = self.geo.input_range(name, axis)
             blocks = self.box.kb if axis == "k" else self.box.qb
             return mins[blocks], maxs[blocks]

@@ -73,6 +73,8 @@ def evaluate_points(e, q: np.ndarray, k: np.ndarray, inputs, q_start: int, batch
             vals = np.array([x.value for x in e.value.elts], np.int64)
             return vals[ev(e.index)]
         axis, values = inputs[e.value.id]
+        if axis == "b":   # one value per (batch) slice
+            return values[0]
         pos = q if e.index.id == "q" else k
         if axis == "q":
             pos = pos - q_start   # int[q] inputs are per query row

@@ -88,8 +88,11 @@ def _hull(ivs, geo):
 
 
 def _side_vars(e: N.Expr) -> set[str]:
-    """The position variables an expression reads (inputs count by the variable they are indexed with)."""
-    return {x.id for x in N.walk(e) if isinstance(x, N.Name) and x.id in ("q", "k", "h", "b")}
+    """The position variables an expression reads (inputs count by the variable they are indexed with; an
+    int[b] input is one value per slice, a constant here)."""
+    skip = {id(x.index) for x in N.walk(e) if isinstance(x, N.Subscript) and isinstance(x.index, N.Name)
+            and x.index.id == "b"}
+    return {x.id for x in N.walk(e) if isinstance(x, N.Name) and x.id in ("q", "k", "h", "b") and id(x) not in skip}
 
 
 def _monotone_support(e: N.Expr, geo: Geo):

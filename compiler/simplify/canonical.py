@@ -13,7 +13,8 @@ from ...errors import EmptyPatternError, Span
 from .. import nodes as N
 from ..check import CheckedPattern
 from ..ir import FALSE, IR, to_text
-from ..semantics import fold
+from ..check_score import ScoreTerms
+from ..semantics import fold, literal
 from ..unparse import unparse_expr
 from .logic import conj, normalize
 from .translate import to_ir
@@ -29,25 +30,68 @@ class Canonical:
         ir: the simplified IR.
         text: the canonical mask as pattern text.
         inputs: the runtime inputs it reads, as (name, axis) pairs.
-        key: a hex digest of text and inputs: equal for equivalent spellings.
+        key: a hex digest of text and inputs (and of the score terms, when there are any): equal for
+            equivalent spellings.
+        scores: the score terms (compiler/check_score.py), or None.
+        score_text: their canonical statements, one per line ('' without score terms).
     """
 
     ir: IR
     text: str
     inputs: tuple[tuple[str, str], ...]
     key: str
+    scores: ScoreTerms | None = None
+    score_text: str = ""
 
     def source(self, name: str = "canonical") -> str:
         """The canonical form as a complete pattern file."""
         lines = [f"pattern {name}():"]
         lines += [f"    input {n}: int[{a}]" for n, a in self.inputs]
+        if self.scores is not None:
+            lines += [f"    input {d.name}: float[{d.axis}]" for d in self.scores.inputs]
+            lines += [f"    {line}" for line in self.score_text.split("\n")]
         lines.append(f"    mask {self.text}")
         return "\n".join(lines) + "\n"
 
 
+def score_statements(terms: ScoreTerms) -> str:
+    """The canonical score statements: softcap, then one bias, then the sink. The bias is the sum of every
+    bias term's summands (through + and -, and unary minus), the constant ones added up, the others sorted by
+    their text -- so reordered, split or merged biases share a key."""
+    lines = [] if terms.softcap is None else [f"score softcap({terms.softcap!r})"]
+    parts: list[tuple[N.Expr, int]] = []
+    for e in terms.bias:
+        parts += _summands(e, 1)
+    const = sum(sign * e.value for e, sign in parts if isinstance(e, (N.Num, N.Float)))
+    rest = sorted(((unparse_expr(e), sign, e) for e, sign in parts if not isinstance(e, (N.Num, N.Float))),
+                  key=lambda x: (x[0], x[1]))
+    acc = None
+    for _, sign, e in rest:
+        acc = (e if sign > 0 else N.Unary("-", e)) if acc is None else N.BinOp("+" if sign > 0 else "-", acc, e)
+    if const:
+        c = literal(abs(const))
+        acc = literal(const) if acc is None else N.BinOp("+" if const > 0 else "-", acc, c)
+    if acc is not None:
+        lines.append(f"score bias({unparse_expr(acc)})")
+    if terms.sink is not None:
+        lines.append(f"score sink({unparse_expr(terms.sink)})")
+    return "\n".join(lines)
+
+
+def _summands(e: N.Expr, sign: int) -> list[tuple[N.Expr, int]]:
+    """A sum as its summands with their signs: a - (b + c) -> [(a, 1), (b, -1), (c, -1)]."""
+    if isinstance(e, N.BinOp) and e.op in "+-":
+        return _summands(e.left, sign) + _summands(e.right, sign if e.op == "+" else -sign)
+    if isinstance(e, N.Unary) and e.op == "-":
+        return _summands(e.operand, -sign)
+    return [(e, sign)]
+
+
 def uses(expr: N.Expr, name: str) -> bool:
-    """Whether the variable `name` occurs in `expr`."""
-    return any(isinstance(x, N.Name) and x.id == name for x in N.walk(expr))
+    """Whether the variable `name` occurs in `expr` (an int[b] input's `[b]` is its own axis, not a read)."""
+    skip = {id(x.index) for x in N.walk(expr) if isinstance(x, N.Subscript) and isinstance(x.value, N.Name)
+            and isinstance(x.index, N.Name) and x.index.id == "b"}
+    return any(isinstance(x, N.Name) and x.id == name and id(x) not in skip for x in N.walk(expr))
 
 
 def specialize(expr: N.Expr, env: dict[str, int]) -> N.Expr:
@@ -80,5 +124,10 @@ def simplify(checked: CheckedPattern) -> Canonical:
         raise EmptyPatternError(f"pattern '{checked.name}' allows no (query, key) pair: {msg}", span, notes)
     text = to_text(ir)
     inputs = tuple(sorted((d.name, d.axis) for d in checked.inputs))
-    digest = hashlib.sha256(repr((text, inputs)).encode()).hexdigest()[:20]
-    return Canonical(ir, text, inputs, digest)
+    if checked.scores is None:   # the key of a plain mask is what it always was
+        digest = hashlib.sha256(repr((text, inputs)).encode()).hexdigest()[:20]
+        return Canonical(ir, text, inputs, digest)
+    scores = score_statements(checked.scores)
+    floats = tuple((d.name, d.axis) for d in checked.scores.inputs)
+    digest = hashlib.sha256(repr((text, inputs, scores, floats)).encode()).hexdigest()[:20]
+    return Canonical(ir, text, inputs, digest, checked.scores, scores)
