@@ -37,12 +37,12 @@ def compile(pattern: Pattern | str, **options: int) -> Kernel:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern | str, *,
               scale: float | None = None, return_lse: bool = False, q_offset: int | None = None,
-              block_mask: PreparedMask | None = None, **inputs: torch.Tensor):
+              block_mask: PreparedMask | None = None, kv_start: int = 0, **inputs: torch.Tensor):
     """Attention restricted to `pattern` on [B, H, N, D] tensors, through its generated kernel (with a mask
-    from attnpat.block_mask, or the runtime inputs as keywords)."""
+    from attnpat.block_mask, or the runtime inputs as keywords; keys at absolute positions kv_start..)."""
     from .runtime.kernel import attention as _attention
     return _attention(q, k, v, pattern, scale=scale, return_lse=return_lse, q_offset=q_offset,
-                      block_mask=block_mask, **inputs)
+                      block_mask=block_mask, kv_start=kv_start, **inputs)
 
 
 def block_mask(pattern: Pattern | str, q_len: int, kv_len: int, *, batch: int | None = None,

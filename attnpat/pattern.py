@@ -46,6 +46,12 @@ class Pattern:
     def inputs(self) -> dict[str, str]:
         return {d.name: d.axis for d in self.checked.inputs}
 
+    @property
+    def float_inputs(self) -> dict[str, str]:
+        """The float runtime inputs the score terms read, name -> axis ('h': one value per head)."""
+        scores = self.checked.scores
+        return {} if scores is None else {d.name: "h" for d in scores.inputs}
+
     def with_params(self, **params) -> "Pattern":
         """Return the same pattern with some parameters changed."""
         return Pattern(self.module, self.name, {**self._overrides, **params})

@@ -46,8 +46,9 @@ RESERVED_PATTERN_NAMES = VARIABLES + BUILTINS
 # named like one of those arguments could never be passed, so it cannot be declared (tests/test_check.py
 # checks that this list covers every public function that takes **inputs).
 RESERVED_INPUT_NAMES = (
-    "batch", "block_k", "block_mask", "block_q", "device", "head_dim", "heads", "k", "kernel", "kv_len", "layers",
-    "pattern", "q", "q_len", "q_offset", "return_lse", "scale", "self", "v",
+    "batch", "block_k", "block_mask", "block_q", "device", "group", "head_dim", "heads", "k", "kernel", "kv_len",
+    "kv_start", "layers", "layout", "lengths", "num_splits", "pattern", "q", "q_len", "q_offset", "return_lse",
+    "scale", "self", "v",
 )
 
 # Parameters are passed as keyword arguments of attnpat.load(path_or_name, pattern, **params),

@@ -146,9 +146,10 @@ def where_kernels_run() -> str:
     return "on the CPU (Triton's interpreter)"
 
 
-def kernel_inputs(pattern, n: int) -> dict:
-    """Runtime inputs for the kernels: three documents, two global tokens, a prefix (or sequence length) of 30."""
-    out = {}
+def kernel_inputs(pattern, n: int, heads: int = 4) -> dict:
+    """Runtime inputs for the kernels: three documents, two global tokens, a prefix (or sequence length) of 30,
+    and per-head floats for score terms (ALiBi-like slopes, sink logits)."""
+    out = {name: torch.tensor([2.0 ** -(i + 1) for i in range(heads)]) for name in pattern.float_inputs}
     for name, axis in pattern.inputs.items():
         if axis == "b":   # one value per sequence, shared by the batch: a prefix or sequence length of 30
             out[name] = torch.tensor([30])
@@ -173,7 +174,7 @@ def run_kernels() -> list[str]:
     for name in attnpat.library_names():
         pattern = attnpat.load(name, **KERNEL_PARAMS.get(name, {}))
         kernel = attnpat.compile(pattern, block_m=32, block_n=32)
-        inputs = kernel_inputs(pattern, n)                            # on the CPU, for the reference
+        inputs = kernel_inputs(pattern, n, heads)                         # on the CPU, for the reference
         dev_inputs = {key: t.to(dev) for key, t in inputs.items()}    # for the kernel
         for dtype in (torch.float16, torch.bfloat16):
             q = torch.randn(b, heads, n, d).to(dtype)

@@ -159,7 +159,8 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, n
     common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta,
                   **input_args(kernel.plan.inputs, mask.kernel_inputs(), device),
                   **score_args(kernel.plan, floats, device),   # float[h] inputs of score terms (runtime/scores.py)
-                  H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
+                  H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start, KV_START=mask.kv_start,
+                  IN_LEN=mask.in_len,
                   qk_scale=scale * LOG2E, sm_scale=scale, HEAD_DIM=D, HEAD_DIM_P=pow2(D),
                   DOT_PRECISION=dot_precision(q.dtype))
     for sig, c, grid, outputs in (

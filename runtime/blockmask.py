@@ -65,6 +65,14 @@ class PreparedMask:
         self._inputs32: dict[str, torch.Tensor] | None = None
         self.handle: torch.Tensor | None = None   # names the mask to the custom ops (runtime/op.py)
 
+    # absolute position of key row 0; a shard's mask (attnpat/distributed.py) sets its own
+    kv_start = 0
+
+    @property
+    def in_len(self) -> int:
+        """The length of the int[k] runtime inputs (a query past it reads 0 there)."""
+        return self.kv_len
+
     def kernel_inputs(self) -> dict[str, torch.Tensor]:
         """The runtime inputs as the kernels read them: int32 (their range was checked), made once per mask."""
         if self._inputs32 is None:
@@ -227,6 +235,8 @@ def check_q_offset(q_offset):
     otherwise."""
     if q_offset is None:
         return None
+    if isinstance(q_offset, (int, torch.SymInt)) and not isinstance(q_offset, bool):
+        return q_offset   # as is: under torch.compile a cache length Dynamo made dynamic is a SymInt the ops take
     if isinstance(q_offset, torch.Tensor) and q_offset.dim() == 0 and not q_offset.dtype.is_floating_point \
             and q_offset.dtype != torch.bool:
         return int(q_offset)

@@ -25,7 +25,9 @@ from . import cache
 from . import scores as _scores
 from .backend import interpreting, target_name
 from .blockmask import PreparedMask, check_q_offset, prepare
+from .shardmask import ShardMask
 from .checks import check_qkv
+from .decode import run as decode_run, should_decode
 from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, pow2
 from .op import autocast_inputs, check_transforms, input_grads, register_kernel, register_mask, sdpa_keywords
 
@@ -121,7 +123,9 @@ class Kernel:
         self._static_masks: dict = {}   # masks of patterns without runtime inputs, per shape and device
         # how the custom ops find this kernel, and what a call checks before them: constants only (runtime/op.py)
         checked = self.compiled.checked
-        self.info = (register_kernel(self, given), self.compiled.name, tuple(d.name for d in checked.inputs),
+        floats = tuple(d.name for d in checked.scores.inputs) if checked.scores is not None else ()
+        self.info = (register_kernel(self, given), self.compiled.name,
+                     (tuple(d.name for d in checked.inputs), checked.unused_inputs + floats),
                      tuple(n for n, _ in checked.params))
 
     @property
@@ -161,10 +165,17 @@ class Kernel:
         return module
 
     def mask(self, N: int, M: int, B: int, H: int, q_offset, device, block_mask=None,
-             inputs: dict | None = None) -> PreparedMask:
+             inputs: dict | None = None, kv_start: int = 0) -> PreparedMask:
         """The block mask of a call: `block_mask` checked against the call (ArgumentError), else one made for
-        it -- its runtime inputs validated once and kept on `device` (cached per shape when there are none)."""
+        it -- its runtime inputs validated once and kept on `device` (cached per shape when there are none).
+        With `kv_start`, the keys sit at positions kv_start..: the mask of keys from 0, cut (ShardMask)."""
         inputs = inputs or {}
+        if kv_start:
+            if block_mask is not None:
+                raise ArgumentError("'kv_start' with 'block_mask' is not supported: pass the runtime inputs")
+            whole = prepare(self.compiled, N, kv_start + M, batch=B, heads=H if self.plan.uses_h else None,
+                            q_offset=q_offset, device=device, inputs=inputs)
+            return ShardMask(whole, whole.q_start, N, kv_start, M)
         if block_mask is not None:
             if not isinstance(block_mask, PreparedMask):
                 raise ArgumentError(f"'block_mask' must be made by attnpat.block_mask, got "
@@ -188,9 +199,9 @@ class Kernel:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                  return_lse: bool = False, q_offset: int | None = None, block_mask: PreparedMask | None = None,
-                 **inputs):
+                 kv_start: int = 0, **inputs):
         return launch(self.info, q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
-                      block_mask=block_mask, **inputs)
+                      block_mask=block_mask, kv_start=kv_start, **inputs)
 
     def run(self, q, k, v, scale: float, write_lse: bool, mask: PreparedMask, training: bool,
             floats: dict | None = None):
@@ -198,6 +209,11 @@ class Kernel:
         training: (out, lse), lse being `out` itself unless write_lse."""
         B, Hq, N, D = q.shape
         M = k.shape[2]
+        if not training and not floats and not mask.kv_start and not any(self._override.values()) \
+                and should_decode(N, compiled=self.compiled):
+            # a few queries (decoding, speculative drafts): the split-KV kernel keeps the GPU busy (runtime/decode.py)
+            out, lse = decode_run(self.compiled, q, k, v, scale, mask)
+            return out, (lse if write_lse else out)
         if self.plan.mode == "table" and not mask.builds and N and M and B * Hq:
             # the first use of a mask: build it once, at tiles that divide every tile shape this call's kernels
             # use, and coarsen those from it (runtime/tiles.py) -- one build serves the forward and the backward
@@ -237,7 +253,8 @@ class Kernel:
         args = signature.forward(self.plan).bind(
             Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, mask.kernel_inputs(), device),
             **_scores.kernel_args(self.plan, floats, device),
-            H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start,
+            H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start, KV_START=mask.kv_start,
+            IN_LEN=mask.in_len,
             qk_scale=scale * LOG2E, HEAD_DIM=D, HEAD_DIM_P=pow2(D), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             EVEN_N=(M % cfg.block_n == 0), WRITE_LSE=return_lse, DOT_PRECISION=dot_precision(q.dtype))
         grid = (triton_cdiv(N, cfg.block_m), B * Hq)
@@ -260,7 +277,8 @@ def _check_scale(scale, head_dim: int) -> float:
     return float(scale)
 
 
-def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
+def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, kv_start=0,
+           **inputs):
     """A kernel call (Kernel.__call__, attention) given `kernel`, its Kernel.info (constants only): checks, the autocast
     cast and SDPA's keywords in plain Python that Dynamo traces, then one custom op (runtime/op.py), inside which
     everything that reads the mask or launches a kernel runs."""
@@ -276,6 +294,9 @@ def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=Non
     if q.device.type not in ("cuda", "cpu"):
         raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
     q_offset = check_q_offset(q_offset)
+    if isinstance(kv_start, bool) or not hasattr(kv_start, "__index__") or kv_start.__index__() < 0:
+        raise ArgumentError(f"'kv_start' (the absolute position of key row 0) must be an int >= 0, got {kv_start!r}")
+    kv_start = int(kv_start.__index__())
     scale = _check_scale(scale, D)
     handle = None
     if block_mask is not None:
@@ -291,7 +312,7 @@ def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=Non
     training = torch.is_grad_enabled() and ((bool(wants) and input_grads(kernel[0], wants))
                                             or q.requires_grad or k.requires_grad or v.requires_grad)
     out, lse, _ = torch.ops.attnpat.fwd(q, k, v, [inputs[n] for n in names], ",".join(names), handle, kernel[0],
-                                        scale, q_offset, bool(return_lse), training)
+                                        scale, q_offset, bool(return_lse), training, kv_start)
     return (out, lse) if return_lse else out
 
 
@@ -330,10 +351,12 @@ def _check_pattern(pattern) -> None:
                             f"{type(pattern).__name__}")
 
 
-def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, block_mask=None, **inputs):
-    """One call: compile (cached) and run `pattern` on q, k, v (with a prepared `block_mask`, or inputs)."""
+def attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset=None, block_mask=None, kv_start=0,
+              **inputs):
+    """One call: compile (cached) and run `pattern` on q, k, v (with a prepared `block_mask`, or inputs); keys at
+    absolute positions kv_start.. (int[k] inputs then cover positions 0..kv_start + kv_len - 1)."""
     return launch(_info_of(pattern), q, k, v, scale=scale, return_lse=return_lse, q_offset=q_offset,
-                  block_mask=block_mask, **inputs)
+                  block_mask=block_mask, kv_start=kv_start, **inputs)
 
 
 @torch._dynamo.assume_constant_result

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, InputError
 from .autograd import attention_backward
 from .scores import bias_needs_grad, op_input_grads as score_input_grads, split as split_scores, stack_bias_grads
 
@@ -96,13 +96,13 @@ def _prepared(mask: Optional[torch.Tensor]):
 @torch.library.custom_op("attnpat::fwd", mutates_args=())
 def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inputs: list[torch.Tensor], names: str,
         mask: Optional[torch.Tensor], kernel: str, scale: float, q_offset: Optional[int], write_lse: bool,
-        training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        training: bool, kv_start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pattern attention on checked q, k, v: (out, lse or an empty tensor, handle of the mask held for backward)."""
     kern = _kernel(kernel)
     kern._check_backend(q.device)
     B, Hq, N, _ = q.shape
     ints, floats = split_scores(kern.compiled, Hq, _named(names, inputs))   # float[h] inputs: score terms
-    m = kern.mask(N, k.shape[2], B, Hq, q_offset, q.device, _prepared(mask), ints)
+    m = kern.mask(N, k.shape[2], B, Hq, q_offset, q.device, _prepared(mask), ints, kv_start)
     out, lse = kern.run(q, k, v, scale, write_lse or training, m, training, floats)
     if not (write_lse or training):
         lse = torch.empty(0, dtype=torch.float32, device=q.device)
@@ -113,7 +113,7 @@ def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inputs: list[torch.Te
 
 
 @fwd.register_fake
-def _fwd_fake(q, k, v, inputs, names, mask, kernel, scale, q_offset, write_lse, training):
+def _fwd_fake(q, k, v, inputs, names, mask, kernel, scale, q_offset, write_lse, training, kv_start=0):
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = q.new_empty(q.shape[:3] if write_lse or training else (0,), dtype=torch.float32)
     return out, lse, torch.empty((), dtype=torch.int64, device="cpu")
@@ -126,7 +126,7 @@ def _fwd_fake(q, k, v, inputs, names, mask, kernel, scale, q_offset, write_lse, 
 def bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
         dout: torch.Tensor, inputs: list[torch.Tensor], names: str, mask: Optional[torch.Tensor],
         handle: torch.Tensor, kernel: str, scale: float, q_offset: Optional[int],
-        needs: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        needs: list[bool], kv_start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv, dbias) of fwd; a gradient whose `needs` flag is False is an empty tensor (its kernel not
     launched). dbias: [bias inputs, Hq], the gradients of the float inputs a bias reads (KernelPlan.bias_inputs),
     when a fourth flag asks for them (runtime/scores.py)."""
@@ -138,7 +138,7 @@ def bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, ls
     m = _PENDING.pop(int(handle), None)
     ints, floats = split_scores(kern.compiled, Hq, _named(names, inputs))
     if m is None:   # not held: a prepared mask by its own handle, else made again (static masks: the kernel's cache)
-        m = kern.mask(N, k.shape[2], B, Hq, q_offset, q.device, _prepared(mask), ints)
+        m = kern.mask(N, k.shape[2], B, Hq, q_offset, q.device, _prepared(mask), ints, kv_start)
     bias: dict | None = {} if len(needs) > 3 and needs[3] else None
     grads = attention_backward(kern, q, k, v, out, lse, dout, scale=scale, mask=m, needs=tuple(needs[:3]),
                                floats=floats, bias_grads=bias)
@@ -147,7 +147,7 @@ def bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, ls
 
 
 @bwd.register_fake
-def _bwd_fake(q, k, v, out, lse, dout, inputs, names, mask, handle, kernel, scale, q_offset, needs):
+def _bwd_fake(q, k, v, out, lse, dout, inputs, names, mask, handle, kernel, scale, q_offset, needs, kv_start=0):
     bias = len(_kernel(kernel).plan.bias_inputs) if len(needs) > 3 and needs[3] else 0
     return (*(torch.empty_like(t, memory_format=torch.contiguous_format) if need else t.new_empty(0)
               for t, need in zip((q, k, v), needs)), q.new_empty((bias, q.shape[1]) if bias else (0,),
@@ -155,12 +155,13 @@ def _bwd_fake(q, k, v, out, lse, dout, inputs, names, mask, handle, kernel, scal
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, tensors, names, mask, kernel, scale, q_offset, _write_lse, _training = inputs
+    q, k, v, tensors, names, mask, kernel, scale, q_offset, _write_lse, _training, *kv_start = inputs
     out, lse, handle = output
     ctx.save_for_backward(q, k, v, out, lse, handle, *([] if mask is None else [mask]), *tensors)
     ctx.mark_non_differentiable(lse, handle)   # gradients flow through the output only (docs/backward.md)
     ctx.has_mask = mask is not None
     ctx.names, ctx.kernel, ctx.scale, ctx.q_offset = names, kernel, scale, q_offset
+    ctx.kv_start = kv_start[0] if kv_start else 0
 
 
 def _backward(ctx, dout, _dlse, _dhandle):
@@ -170,12 +171,13 @@ def _backward(ctx, dout, _dlse, _dhandle):
     compiled = _kernel(ctx.kernel).compiled
     wants_bias = bias_needs_grad(compiled, ctx.names, rest)   # float inputs a bias reads: from the dQ kernel
     dq, dk, dv, dbias = torch.ops.attnpat.bwd(q, k, v, out, lse, dout, rest, ctx.names, mask, handle, ctx.kernel,
-                                              ctx.scale, ctx.q_offset, needs + [wants_bias])
+                                              ctx.scale, ctx.q_offset, needs + [wants_bias], ctx.kv_start)
     grads = tuple(g if need else None for g, need in zip((dq, dk, dv), needs))
     # float inputs of score terms that require grad: sinks by torch operations on the saved out and lse, bias
     # inputs from dbias
     dinputs = score_input_grads(compiled, ctx.names, rest, out, lse, dout, dbias)
-    return (*grads, dinputs, None, None, None, None, None, None, None)
+    # one None per other input; the dispatcher drops a kv_start equal to its default, so count them
+    return (*grads, dinputs, *[None] * (len(ctx.needs_input_grad) - 4))
 
 
 fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -185,7 +187,8 @@ fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 @fwd.register_vmap
-def _fwd_vmap(info, in_dims, q, k, v, inputs, names, mask, kernel, scale, q_offset, write_lse, training):
+def _fwd_vmap(info, in_dims, q, k, v, inputs, names, mask, kernel, scale, q_offset, write_lse, training,
+              kv_start=0):
     """One call on [V * B, ...]: q, k, v with their mapped dimension moved in front of the batch and merged into
     it. Runtime inputs and prepared masks are not mapped over (ArgumentError): they are shared by the V calls."""
     if any(d is not None for d in in_dims[3]):
@@ -213,7 +216,7 @@ def _fwd_vmap(info, in_dims, q, k, v, inputs, names, mask, kernel, scale, q_offs
                             "inputs) is not supported: build a mask shared by the batch, or pass the inputs to "
                             "attention instead of a mask")
     out, lse, handle = torch.ops.attnpat.fwd(*(t.reshape(V * B, *t.shape[2:]) for t in (q, k, v)), inputs, names,
-                                             mask, kernel, scale, q_offset, write_lse, training)
+                                             mask, kernel, scale, q_offset, write_lse, training, kv_start)
     lse = lse.view(V, B, *lse.shape[1:]) if lse.numel() else lse
     return (out.view(V, B, *out.shape[1:]), lse, handle), (0, 0 if lse.numel() else None, None)
 
@@ -255,11 +258,13 @@ _SDPA_DEFAULTS = {"attn_mask": None, "is_causal": False, "dropout_p": 0.0}
 def sdpa_keywords(info: tuple, inputs: dict) -> dict:
     """The call's runtime inputs, as tensors, with SDPA's keywords taken out: their defaults and `enable_gqa`
     are accepted (GQA is always on), anything else, and a pattern parameter, is an ArgumentError saying what
-    to write instead. `info` is Kernel.info: (op name, pattern name, input names, parameter names)."""
-    _, pattern, declared, params = info
+    to write instead; a name the pattern does not take is an InputError naming the caller's pattern (the op's
+    kernel may have been registered under an equivalent pattern's name). `info` is Kernel.info: (op name,
+    pattern name, (input names, other accepted names: unused and float inputs), parameter names)."""
+    _, pattern, (declared, accepted), params = info
     out = {}
     for name, value in inputs.items():
-        if name in declared:
+        if name in declared or name in accepted:
             pass
         elif name == "enable_gqa":
             if not isinstance(value, bool):
@@ -274,6 +279,9 @@ def sdpa_keywords(info: tuple, inputs: dict) -> dict:
                 f"'{name}' is a parameter of pattern '{pattern}', not a runtime input; parameters are "
                 f"fixed when the pattern is made, so pass attention the pattern attnpat.load('{pattern}', "
                 f"{name}={value!r}) (or Pattern.with_params({name}={value!r}))")
+        else:
+            have = ", ".join(sorted(declared + tuple(n for n in accepted if n not in declared))) or "none"
+            raise InputError(f"pattern '{pattern}' has no runtime input '{name}' (its inputs: {have})")
         if value is None:
             continue   # a missing input: the op's validation names it
         out[name] = value if isinstance(value, torch.Tensor) else _as_tensor(name, value)
@@ -281,7 +289,6 @@ def sdpa_keywords(info: tuple, inputs: dict) -> dict:
 
 
 def _as_tensor(name: str, value) -> torch.Tensor:
-    from ..errors import InputError
     try:
         t = torch.as_tensor(value)
     except Exception:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 # The FlexAttention criterion, shared with `attnpat verify`: the kernel's error against fp64 may be FUDGE
@@ -51,3 +54,28 @@ def aot_problems(labelled_reports) -> list[str]:
         if r.registers > 255 or r.shared_bytes > 163 * 1024:
             problems.append("resources: " + text)
     return problems
+
+
+@pytest.fixture(autouse=True, scope="module")
+def own_cache(tmp_path_factory):
+    """Generated modules of a test module's patterns go to a temporary cache, not the user's (autouse where
+    imported)."""
+    old = os.environ.get("ATTNPAT_CACHE_DIR")
+    os.environ["ATTNPAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnpat_cache"))
+    yield
+    if old is None:
+        os.environ.pop("ATTNPAT_CACHE_DIR", None)
+    else:
+        os.environ["ATTNPAT_CACHE_DIR"] = old
+
+
+def check_golden(path, text: str, update: bool, how: str) -> None:
+    """Compare generated source with its golden file (or rewrite it when `update`); `how` says how to
+    regenerate."""
+    if update:
+        path.write_text(text)
+        return
+    if not path.exists():
+        pytest.fail(f"no golden file {path.name}: {how} and review the new file")
+    assert text == path.read_text(), (
+        f"generated source differs from {path.name}; if the change is intended, {how} and review the diff")

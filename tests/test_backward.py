@@ -34,6 +34,7 @@ from attnpat.runtime.autograd import BwdConfig, TileConfig, default_bwd_config, 
 from attnpat.reference import dense_score_terms
 from attnpat.verify import eager_attention
 from strategies import cases
+from kernel_util import own_cache  # noqa: F401  (autouse: a temporary kernel cache)
 
 warnings.filterwarnings("ignore", message="attnpat: kernels run under Triton's interpreter")
 
@@ -42,18 +43,6 @@ FACTOR = 5.0
 # absolute floor, relative to the largest magnitude of the float64 result
 FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _own_cache(tmp_path_factory):
-    """Generated modules of random patterns go to a temporary cache, not the user's."""
-    old = os.environ.get("ATTNPAT_CACHE_DIR")
-    os.environ["ATTNPAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnpat_cache"))
-    yield
-    if old is None:
-        os.environ.pop("ATTNPAT_CACHE_DIR", None)
-    else:
-        os.environ["ATTNPAT_CACHE_DIR"] = old
 
 
 # -- helpers --------------------------------------------------------------------------------------

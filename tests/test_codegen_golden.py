@@ -16,6 +16,7 @@ import pytest
 
 import attnpat
 from attnpat.runtime.autograd import bwd_source
+from kernel_util import check_golden
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ATTNPAT_UPDATE_GOLDEN") == "1"
@@ -58,15 +59,7 @@ def _sources(make) -> dict[str, str]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_generated_source_matches_golden(name):
     for part, text in _sources(CASES[name]).items():
-        path = GOLDEN / f"{name}.{part}.py.txt"
-        if UPDATE:
-            path.write_text(text)
-            continue
-        if not path.exists():
-            pytest.fail(f"no golden file {path.name}: run `make golden` and review the new file")
-        assert text == path.read_text(), (
-            f"generated {part} source of {name} differs from {path.name}; if the change is intended, run "
-            f"`make golden` and review the diff")
+        check_golden(GOLDEN / f"{name}.{part}.py.txt", text, UPDATE, "run `make golden`")
 
 
 def test_no_stale_golden_files():

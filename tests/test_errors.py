@@ -289,8 +289,9 @@ GOLDEN = [
      "arguments (kernel(q, k, v, doc=ids)), and 'heads' is already an argument of the calls that take them\n"
      "        input heads: int[k]\n"
      "        ^^^^^^^^^^^^^^^^^^^\n"
-     "    note: reserved input names: batch, block_k, block_mask, block_q, device, head_dim, heads, k, kernel, "
-     "kv_len, layers, pattern, q, q_len, q_offset, return_lse, scale, self, v"),
+     "    note: reserved input names: batch, block_k, block_mask, block_q, device, group, head_dim, heads, k, "
+     "kernel, kv_len, kv_start, layers, layout, lengths, num_splits, pattern, q, q_len, q_offset, return_lse, "
+     "scale, self, v"),
     ("runtime input named like the kernel's value tensor",
      "pattern p():\n    input doc: int[k]\n    input v: int[q]\n    mask doc[q] == doc[k] and v[q] > 0\n", {},
      attnpat.PatternNameError,
@@ -298,8 +299,9 @@ GOLDEN = [
      "arguments (kernel(q, k, v, doc=ids)), and 'v' is already an argument of the calls that take them\n"
      "        input v: int[q]\n"
      "        ^^^^^^^^^^^^^^^\n"
-     "    note: reserved input names: batch, block_k, block_mask, block_q, device, head_dim, heads, k, kernel, "
-     "kv_len, layers, pattern, q, q_len, q_offset, return_lse, scale, self, v"),
+     "    note: reserved input names: batch, block_k, block_mask, block_q, device, group, head_dim, heads, k, "
+     "kernel, kv_len, kv_start, layers, layout, lengths, num_splits, pattern, q, q_len, q_offset, return_lse, "
+     "scale, self, v"),
     ("parameter named like an argument of attnpat.parse",
      "pattern p(w: int = 4, name: int = 3):\n    mask q - k < w\n", {},
      attnpat.PatternNameError,

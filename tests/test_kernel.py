@@ -185,7 +185,7 @@ def test_attention_caches_specs_and_lets_patterns_go(monkeypatch):
     del p
     gc.collect()
     assert dropped() is None
-    assert all(kept.pattern is not None for kept in kernel_module._compiled.values())
+    assert all(not hasattr(kept, "pattern") for kept in kernel_module._compiled.values())   # holds no Pattern
 
 
 @pytest.mark.parametrize("bad", [None, 3, b"causal", attnpat.compile])
@@ -234,3 +234,13 @@ def test_option_errors():
     with pytest.raises(ArgumentError, match="scale"):
         attnpat.compile("causal")(*_qkv(1, 1, 1, 16, 16, 16, torch.float32), scale=float("nan"))
 
+
+
+def test_an_unknown_input_names_the_callers_pattern_even_when_an_equivalent_one_compiled_first():
+    q, k, v = _qkv(1, 1, 1, 8, 8, 16, torch.float32)
+    attnpat.attention(q, k, v, attnpat.load("sliding_window", window=3))
+    mine = attnpat.parse("pattern mine():\n    mask q >= k and q - k < 3\n")
+    assert mine.key == attnpat.load("sliding_window", window=3).key   # one kernel serves both
+    with pytest.raises(attnpat.InputError, match=r"^error: pattern 'mine' has no runtime input 'doc' "
+                                                 r"\(its inputs: none\)$"):
+        attnpat.attention(q, k, v, mine, doc=torch.zeros(8, dtype=torch.int64))

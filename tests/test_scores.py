@@ -11,7 +11,6 @@ Kernels run under Triton's interpreter on small shapes.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import pytest
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import attnpat
+from kernel_util import own_cache  # noqa: F401  (autouse: a temporary kernel cache)
 from attnpat.compiler import pipeline
 from attnpat.errors import ArgumentError, InputError, PatternNameError, PatternSyntaxError, PatternTypeError
 from attnpat.runtime.autograd import BwdConfig, TileConfig, override_bwd_config
@@ -28,18 +28,6 @@ warnings.filterwarnings("ignore", message="attnpat: kernels run under Triton's i
 
 SMALL_BWD = BwdConfig(TileConfig(16, 16, 4, 1), TileConfig(16, 16, 4, 1))
 FLOOR = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _own_cache(tmp_path_factory):
-    """Generated modules of the test's patterns go to a temporary cache, not the user's."""
-    old = os.environ.get("ATTNPAT_CACHE_DIR")
-    os.environ["ATTNPAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnpat_cache"))
-    yield
-    if old is None:
-        os.environ.pop("ATTNPAT_CACHE_DIR", None)
-    else:
-        os.environ["ATTNPAT_CACHE_DIR"] = old
 
 
 # -- the independent float64 implementation ---------------------------------------------------------------
@@ -101,7 +89,8 @@ pattern p(slopes: list = [0.5, 0.25]):
     assert terms.softcap == 30.0 and len(terms.bias) == 1 and [d.name for d in terms.inputs] == ["sinks"]
     src = p.canonical.source()
     assert "input sinks: float[h]" in src and "score softcap(30.0)" in src
-    assert "score bias(-[0.5, 0.25][h % 2] * (q - k))" in src and "score sink(sinks[h])" in src
+    # products distributed over sums, factors and summands in text order
+    assert "score bias([0.5, 0.25][h % 2] * k - [0.5, 0.25][h % 2] * q)" in src and "score sink(sinks[h])" in src
     again = attnpat.parse(src, "canonical")   # the canonical text is a pattern with the same key
     assert again.key == p.key
 
@@ -121,6 +110,20 @@ pattern bb():
     mask k <= q
 """, "bb")
     assert a.key == b.key
+    # multiplication distributes and commutes: ALiBi written three ways is one kernel
+    c = attnpat.parse("""
+pattern c():
+    input sl: float[h]
+    score bias(0.5 + sl[h] * (k - q))
+    mask causal
+""", "c")
+    d = attnpat.parse("""
+pattern d():
+    input sl: float[h]
+    score bias(k * sl[h] - sl[h] * q + 0.5)
+    mask causal
+""", "d")
+    assert a.key == c.key == d.key
     plain = attnpat.load("causal")
     assert a.key != plain.key and attnpat.parse(GEMMA, "gemma").key != attnpat.load("sliding_window", window=4).key
     assert attnpat.parse(GEMMA, "gemma", cap=20).key != attnpat.parse(GEMMA, "gemma").key
@@ -245,7 +248,8 @@ def test_forward_matches_float64(data):
     slopes = torch.rand(heads, generator=g)
     sinks = torch.randn(heads, generator=g) * 2
     p = _pattern(softcap, bias, sink, window, heads, slopes.tolist())
-    out, lse = attnpat.attention(q, k, v, p, sinks=sinks, sl=slopes, return_lse=True)
+    given = {n: t for n, t in (("sinks", sinks), ("sl", slopes)) if n in p.float_inputs}
+    out, lse = attnpat.attention(q, k, v, p, return_lse=True, **given)
     want, wlse = naive(q, k, v, _window(window), softcap=softcap, slopes=None if bias == "none" else slopes,
                        sinks=sinks if sink else None)
     assert (out.double() - want).abs().max() < 1e-5

@@ -23,6 +23,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
             ("--block-k", 64, "BK", "keys per tile (default 64, the forward kernel's)")):
         p.add_argument(flag, type=positive, default=default, metavar=metavar, help=text)
     p.add_argument("--input", action="append", metavar="NAME=V1,V2,...", default=[], help=INPUT_HELP)
+    p.add_argument("--ranks", type=positive, metavar="P",
+                   help="also plan context parallelism over P ranks (contiguous shards of q_len; needs kv_len = "
+                        "q_len): per-rank work and the bytes each receives, against all-gather and ring")
+    p.add_argument("--layout", choices=("contiguous", "zigzag"), default="contiguous",
+                   help="--ranks' layout: contiguous shards, or zigzag (rank r holds chunks r and 2P-1-r of 2P)")
+    p.add_argument("--kv-heads", type=positive, metavar="HKV", help="kv heads for --ranks' bytes (default: heads)")
+    p.add_argument("--bytes-per-element", type=positive, default=2, metavar="E",
+                   help="element size for --ranks' bytes (default 2: fp16 / bf16)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
 
@@ -46,14 +54,33 @@ def _run(args: argparse.Namespace) -> int:
                 layers=args.layers, block_q=args.block_q, block_k=args.block_k, head_dim=args.head_dim,
                 **inputs)
     elapsed = time.perf_counter() - start
+    ranks = _ranks(args, pattern, q_len, kv_len, batch, inputs) if args.ranks else None
     if args.json:
-        print(json.dumps(a.to_dict(), indent=2))
+        print(json.dumps({**a.to_dict(), **({"ranks": ranks[0]} if ranks else {})}, indent=2))
         return 0
     print(a.report())
+    if ranks:
+        print(ranks[1])
     for text in args.input:
         print(f"  input {text.strip()}")
     print(f"(analysed in {elapsed:.2f} s; {a.evaluated:,} points evaluated one by one, inside partial tiles)")
     return 0
+
+
+def _ranks(args, pattern, q_len: int, kv_len: int, batch: int, inputs: dict):
+    """(per-rank rows, report text) of the context-parallel plan over --ranks shards."""
+    from ..distributed.plan import layout_chunks, make_plan, rank_rows, report
+    if kv_len != q_len:
+        raise InputError(f"--ranks shards one sequence (self-attention): --kv-len {kv_len} must equal --q-len")
+    P = args.ranks
+    if args.layout == "zigzag" and q_len % (2 * P):
+        raise InputError(f"--layout zigzag cuts --q-len {q_len} into {2 * P} equal chunks: make it a multiple")
+    size = -(-q_len // P)
+    chunks = layout_chunks(args.layout, [max(0, min(size, q_len - r * size)) for r in range(P)])
+    tables = {n: t.numpy() for n, t in inputs.items()}
+    cplan = make_plan(pattern.compiled, chunks.lengths, heads=args.heads, batch=batch, tables=tables)
+    row_bytes = 2 * batch * (args.kv_heads or args.heads) * args.head_dim * args.bytes_per_element
+    return rank_rows(cplan, row_bytes, chunks), report(cplan, row_bytes, chunks, args.layout)
 
 
 COMMAND = Command("explain", "what a pattern costs and sees at one shape: density, tiles, FLOPs, look-back, "

@@ -133,9 +133,12 @@ def _run(args: argparse.Namespace) -> int:
     for module, d, where in _entries(args.files):
         inputs = _inputs(module, d)
         line = _signature(d)
-        if inputs:
-            line += "  input " + ", ".join(f"{name}: int[{axis}]" + ("" if owner == d.name else f" (from {owner})")
-                                           for name, axis, owner in inputs)
+        shown = [f"{name}: int[{axis}]" + ("" if owner == d.name else f" (from {owner})")
+                 for name, axis, owner in inputs]
+        # float inputs feed score terms, and a pattern with score terms cannot be called: only its own count
+        shown += [f"{s.name}: float[{s.axis}]" for s in d.body if isinstance(s, N.FloatInputDecl)]
+        if shown:
+            line += "  input " + ", ".join(shown)
         print(f"{line}  [{where}]")
         text = summary(d)
         if text:

@@ -34,6 +34,8 @@ __all__ = ["generate_bwd"]
 
 _DQ_STEP = "k_lo = kb * BLOCK_N\n${corner}\nfull = ${full}\n${tile}"
 _DQ_CORNER = "k_hi = tl.minimum(k_lo + BLOCK_N, KV_LEN) - 1"
+# a dQ tile's first and last key at absolute positions (k_lo, k_hi count rows from key row 0)
+_KEYS = ("(KV_START + k_lo)", "(KV_START + k_hi)")
 _DKDV_STEP = "${corner}\nfull = ${full}\n${tile}"
 _DKDV_CORNER = "q_lo = Q_START + qb * BLOCK_M\nq_hi = Q_START + tl.minimum(qb * BLOCK_M + BLOCK_M, Q_LEN) - 1"
 _BAND = "# -- the band: ${what} computed from the bounds, no tables --\n${code}"
@@ -64,9 +66,10 @@ def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
     else:
         full = bands.full_test(canonical.ir)
         static = isinstance(full, bool)   # then the tiles' corners are not needed
-        step = fill(_DQ_STEP, corner="" if static else _DQ_CORNER, full=full, tile=dq_tile("k_lo"))
+        step = fill(_DQ_STEP, corner="" if static else _DQ_CORNER, full=bands.full_test(canonical.ir, _KEYS),
+                    tile=dq_tile("k_lo"))
         dq_body = fill(_BAND, what="key blocks of this query block",
-                       code=bands.walk(bands.key_ranges(kplan), "BLOCK_N", "kb", step))
+                       code=bands.walk(bands.key_ranges(kplan, True), "BLOCK_N", "kb", step))
         ranges = bands.query_ranges(kplan)
         step = fill(_DKDV_STEP, corner="" if static else _DKDV_CORNER, full=full, tile=dkdv_tile("qb * BLOCK_M"))
         dkdv_ranges = fill(_BAND, what="query blocks of this key block", code=bands.block_ranges(ranges, "BLOCK_M"))
@@ -81,14 +84,14 @@ def generate_bwd(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
         functions=fns + "\n\n\n" + score_fns if score_fns else fns,
         score_params=scores.params(fl), score_params_dq=scores.params(fl),
         score_apply_t=scores.apply_d(terms, fl, "columns", "qkT", "Q_START + offs_m", "k_pos"),
-        score_apply=scores.apply_d(terms, fl, "rows", "qk", "q_pos", "offs_n"),
+        score_apply=scores.apply_d(terms, fl, "rows", "qk", "q_pos", "KV_START + offs_n"),
         score_ds_t="dsT = dsT * dcap" if capped else "", score_ds="ds = ds * dcap" if capped else "",
         score_loads_dkdv=scores.loads(fl), score_loads_dq=scores.loads(fl),
         **{k: v for k, v in grads.items() if k not in ("bias_grad_ret", "bias_grad_args")},
         bias_grad_ret=grads["bias_grad_ret"],
         input_params=inputs.tile_args(n, "k"), input_params_dq=inputs.tile_args(n, "q"),
         predicate_args=f", {pred_args}" if pred_args else "",
-        q_loads=inputs.loads(kplan.inputs, "q", "k"), k_loads=inputs.loads(kplan.inputs, "k", "k"),
-        k_loads_dq=inputs.loads(kplan.inputs, "k", "q"), q_loads_dq=inputs.loads(kplan.inputs, "q", "q"),
+        q_loads=inputs.loads(kplan.inputs, "q", "k", "IN_LEN"), k_loads=inputs.loads(kplan.inputs, "k", "k"),
+        k_loads_dq=inputs.loads(kplan.inputs, "k", "q"), q_loads_dq=inputs.loads(kplan.inputs, "q", "q", "IN_LEN"),
         dkdv_params=signature.dkdv(kplan).code(len("def attn_bwd_dkdv(")), dkdv_ranges=dkdv_ranges,
         dkdv_body=dkdv_body, dq_params=signature.dq(kplan).code(len("def attn_bwd_dq(")), dq_body=dq_body) + "\n"

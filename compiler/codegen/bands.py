@@ -30,16 +30,25 @@ def _chain(terms, fn: str, default: str) -> str:
     return S.BUILTINS[fn].triton(default, *terms)
 
 
-def key_ranges(kplan: KernelPlan) -> list[tuple[str, str]]:
+def key_ranges(kplan: KernelPlan, kv_start: bool = False) -> list[tuple[str, str]]:
     """Per family, the keys [lo, hi] that queries of the block [q_lo, q_hi] may attend (forward, dQ);
-    constant bounds are folded into one."""
+    constant bounds are folded into one. With `kv_start`, key row 0 sits at absolute position KV_START: the
+    ranges are returned as rows (positions minus KV_START) cut to [0, KV_LEN)."""
     out = []
     for los, his in kplan.bounds:
         lo_c = [c for kind, c in los if kind == "c"]
         hi_c = [c for kind, c in his if kind == "c"]
-        lo = _chain([bound_code(b, "q_lo") for b in los if b[0] == "q"], "max", str(max([0, *lo_c])))
-        hi = _chain([bound_code(b, "q_hi") for b in his if b[0] == "q"] + ([str(min(hi_c))] if hi_c else []),
-                    "min", "KV_LEN - 1")
+        floor = max([0, *lo_c])
+        if kv_start:   # rows: every bound minus KV_START (the same positions; subtracting inside the bounds,
+            # not from their max / min, kept the fp32 band kernels spill-free on sm_80)
+            q_los = [bound_code(b, "q_lo - KV_START") for b in los if b[0] == "q"]
+            q_his = [bound_code(b, "q_hi - KV_START") for b in his if b[0] == "q"]
+            lo = _chain(q_los + ([f"{floor} - KV_START"] if floor else []), "max", "0")
+            hi = _chain(q_his + ([f"{min(hi_c)} - KV_START"] if hi_c else []), "min", "KV_LEN - 1")
+        else:
+            lo = _chain([bound_code(b, "q_lo") for b in los if b[0] == "q"], "max", str(floor))
+            hi = _chain([bound_code(b, "q_hi") for b in his if b[0] == "q"] + ([str(min(hi_c))] if hi_c else []),
+                        "min", "KV_LEN - 1")
         out.append((lo, hi))
     return out
 
@@ -113,23 +122,23 @@ def walk(ranges: list[tuple[str, str]], block: str, var: str, body: str) -> str:
     return block_ranges(ranges, block) + "\n" + loop(len(ranges), var, body)
 
 
-def full_test(node: IR):
-    """Scalar code over (q_lo, q_hi, k_lo, k_hi) proving every pair of a tile allowed, or True / False when
-    that is known for every tile."""
+def full_test(node: IR, keys: tuple[str, str] = ("k_lo", "k_hi")):
+    """Scalar code over (q_lo, q_hi) and the tile's first and last key position `keys` (code; k_lo, k_hi by
+    default) proving every pair of a tile allowed, or True / False when that is known for every tile."""
     if isinstance(node, Const):
         return node.value
     if isinstance(node, Lin):
         parts = []
         if node.lo is not None:
-            parts.append(f"({_extreme(node, 'min')} >= {node.lo})")
+            parts.append(f"({_extreme(node, 'min', keys)} >= {node.lo})")
         if node.hi is not None:
-            parts.append(f"({_extreme(node, 'max')} <= {node.hi})")
+            parts.append(f"({_extreme(node, 'max', keys)} <= {node.hi})")
         return parts[0] if len(parts) == 1 else "(" + " & ".join(parts) + ")" if parts else True
     if isinstance(node, (And, Or)):
         is_and = isinstance(node, And)
         parts = []
         for a in node.args:
-            t = full_test(a)
+            t = full_test(a, keys)
             if t is (not is_and):        # False in an `and`, True in an `or` decides it
                 return not is_and
             if t is is_and:
@@ -141,10 +150,10 @@ def full_test(node: IR):
     return False   # modular and opaque conditions: the predicate decides element-wise
 
 
-def _extreme(node: Lin, which: str) -> str:
+def _extreme(node: Lin, which: str, keys: tuple[str, str]) -> str:
     """cq*q + ck*k at its minimum or maximum over the tile, as code."""
     terms = []
-    for coef, lo, hi in ((node.cq, "q_lo", "q_hi"), (node.ck, "k_lo", "k_hi")):
+    for coef, lo, hi in ((node.cq, "q_lo", "q_hi"), (node.ck, *keys)):
         if coef == 0:
             continue
         var = (lo if coef > 0 else hi) if which == "min" else (hi if coef > 0 else lo)

@@ -23,6 +23,8 @@ __all__ = ["generate"]
 
 _BAND = "# -- the band: key blocks computed from the query block's bounds, no tables --\n${walk}"
 _STATIC_STEP = "k_lo = kb * BLOCK_N\n${tile}"
+# a tile's first and last key at absolute positions (k_lo, k_hi count rows from key row 0)
+_KEYS = ("(KV_START + k_lo)", "(KV_START + k_hi)")
 
 
 def _tile(n_inputs: int, masked: bool, floats: tuple[str, ...] = ()) -> str:
@@ -37,21 +39,23 @@ def generate(canonical: Canonical, kplan: KernelPlan | None = None) -> str:
     if kplan.mode == "table":
         body = render("forward_table", partial=_tile(n, True, fl), full=_tile(n, False, fl))
     else:
-        full = bands.full_test(canonical.ir)
+        full = bands.full_test(canonical.ir, _KEYS)
         if isinstance(full, bool):
             step = fill(_STATIC_STEP, tile=_tile(n, not full, fl))
         else:
             step = render("forward_band", full=full, unmasked=_tile(n, False, fl), masked=_tile(n, True, fl))
-        body = fill(_BAND, walk=bands.walk(bands.key_ranges(kplan), "BLOCK_N", "kb", step))
+        body = fill(_BAND, walk=bands.walk(bands.key_ranges(kplan, True), "BLOCK_N", "kb", step))
     pred_args = inputs.predicate_args(n)
     fns = functions(canonical.ir, kplan.inputs, ("rows",))
     score_fns = scores.functions(terms, fl, ("rows",), False, fns)
     return render(
         "forward", key=kplan.key, text=inputs.renamed_text(canonical.ir, kplan.inputs), mode=kplan.mode,
         functions=fns + "\n\n\n" + score_fns if score_fns else fns,
-        score_params=scores.params(fl), score_apply=scores.apply(terms, fl, "rows", "qk", "q_pos", "offs_n"),
+        score_params=scores.params(fl),
+        score_apply=scores.apply(terms, fl, "rows", "qk", "q_pos", "KV_START + offs_n"),
         score_loads=scores.loads(fl), sink=scores.sink(terms, fl),
         input_params=inputs.tile_args(n, "q"), k_loads=inputs.loads(kplan.inputs, "k", "q"),
         predicate_args=f", {pred_args}" if pred_args else "",
-        params=signature.forward(kplan).code(len("def attn_fwd(")), q_loads=inputs.loads(kplan.inputs, "q"),
+        params=signature.forward(kplan).code(len("def attn_fwd(")),
+        q_loads=inputs.loads(kplan.inputs, "q", length="IN_LEN"),
         body=body) + "\n"

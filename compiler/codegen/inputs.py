@@ -22,17 +22,18 @@ __all__ = ["loads", "tile_args", "predicate_args", "renamed_text"]
 _LOADS = {
     ("b", "held"): "in${i}_${side} = tl.load(${base})   # per sequence: one value per program",
     ("b", "tile"): "in${i}_${side} = in${i}_${held}",
-    ("k", "q"): "in${i}_q = tl.load(${base} + q_pos, mask=m_valid & (q_pos >= 0) & (q_pos < KV_LEN), other=0)",
+    ("k", "q"): "in${i}_q = tl.load(${base} + q_pos, mask=m_valid & (q_pos >= 0) & (q_pos < ${length}), other=0)",
     ("q", "q"): "in${i}_q = tl.load(${base} + offs_m, mask=m_valid, other=0)",
     ("k", "k"): "in${i}_k = tl.load(${base} + k_pos, mask=k_valid, other=0)",
     ("q", "k"): "in${i}_k = k_pos   # a per-query input: never read at k",
 }
 
 
-def loads(inputs: tuple[tuple[str, str], ...], side: str, held: str | None = None) -> str:
+def loads(inputs: tuple[tuple[str, str], ...], side: str, held: str | None = None, length: str = "KV_LEN") -> str:
     """The statements that read every input at the tile's queries (`side` 'q': needs q_pos, offs_m,
     m_valid) or keys ('k': needs k_pos, k_valid). `held`: the side the kernel holds ('q' for the forward and
-    dQ kernels, 'k' for dK/dV); loads of the held side run once per program, the other side's per tile."""
+    dQ kernels, 'k' for dK/dV); loads of the held side run once per program, the other side's per tile.
+    `length`: the int[k] inputs' length as code (a query past it reads 0)."""
     lines = []
     for i, (_, axis) in enumerate(inputs):
         ptr, stride = input_names(i)
@@ -43,7 +44,7 @@ def loads(inputs: tuple[tuple[str, str], ...], side: str, held: str | None = Non
         else:
             code, extra = _LOADS[axis, side], {}
         base = {"base": f"{ptr} + off_b * {stride}"} if "${base}" in code else {}
-        lines.append(fill(code, i=i, **base, **extra))
+        lines.append(fill(code, i=i, **base, **extra, **({"length": length} if "${length}" in code else {})))
     return "\n".join(lines)
 
 

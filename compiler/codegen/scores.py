@@ -260,8 +260,8 @@ def bias_grad_parts(kplan) -> dict[str, str]:
     joined = ", ".join(names)
     stores = [f"tl.store(D{n[1:].replace('fin', 'Fin')} + off_bh * tl.num_programs(0) + pid_m, {n})" for n in names]
     return {"bias_grad_params": " ".join(f"{n}," for n in names),
-            "bias_grad_acc": f"{joined} = _bias_grads(ds, q_pos, offs_n, off_b, off_h{_fins(kplan.float_inputs)}, "
-                             f"{joined})",
+            "bias_grad_acc": f"{joined} = _bias_grads(ds, q_pos, KV_START + offs_n, off_b, off_h"
+                             f"{_fins(kplan.float_inputs)}, {joined})",
             "bias_grad_ret": "".join(f", {n}" for n in names),
             "bias_grad_args": " ".join(f"{n}," for n in names),
             "bias_grad_init": "\n".join(f"{n} = tl.full([], 0.0, tl.float32)" for n in names),

@@ -156,7 +156,7 @@ def forward(kplan: KernelPlan) -> Signature:
     return Signature("attn_fwd", (
         *_tensors(("Q", "q", "DT"), ("K", "k", "DT"), ("V", "v", "DT"), ("Out", "o", "DT"), ("Lse", "", "fp32")),
         *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
-        _scalars("H GROUP Q_LEN KV_LEN Q_START", "qk_scale"),
+        _scalars("H GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale"),
         _constants("HEAD_DIM HEAD_DIM_P BLOCK_M BLOCK_N EVEN_N WRITE_LSE DOT_PRECISION")))
 
 
@@ -170,7 +170,7 @@ def dkdv(kplan: KernelPlan) -> Signature:
     return Signature("attn_bwd_dkdv", (
         *_tensors(*_BWD_TENSORS, ("DK", "dk", "DT"), ("DV", "dv", "DT")),
         *_tables(kplan, "NUM_KB"), *_inputs(kplan), *_float_inputs(kplan),
-        _scalars("H HKV GROUP Q_LEN KV_LEN Q_START", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
+        _scalars("H HKV GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
 
 
 def dq(kplan: KernelPlan) -> Signature:
@@ -179,7 +179,7 @@ def dq(kplan: KernelPlan) -> Signature:
         *_tensors(*_BWD_TENSORS, ("DQ", "dq", "DT")),
         *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
         *((tuple(Param(n, "pointer", "fp32") for n in bias_grad_names(kplan)),) if kplan.bias_inputs else ()),
-        _scalars("H GROUP Q_LEN KV_LEN Q_START", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
+        _scalars("H GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
 
 
 def decode(kplan: KernelPlan) -> Signature:

@@ -79,12 +79,30 @@ def score_statements(terms: ScoreTerms) -> str:
 
 
 def _summands(e: N.Expr, sign: int) -> list[tuple[N.Expr, int]]:
-    """A sum as its summands with their signs: a - (b + c) -> [(a, 1), (b, -1), (c, -1)]."""
+    """A sum as its summands with their signs, products distributed over sums and their factors in text
+    order: a - (b + c) -> [(a, 1), (b, -1), (c, -1)]; -s[h] * (q - k) -> [(q * s[h], -1), (k * s[h], 1)]."""
     if isinstance(e, N.BinOp) and e.op in "+-":
         return _summands(e.left, sign) + _summands(e.right, sign if e.op == "+" else -sign)
     if isinstance(e, N.Unary) and e.op == "-":
         return _summands(e.operand, -sign)
+    if isinstance(e, N.BinOp) and e.op == "*":
+        return [(_product(a, b), sign * sa * sb) for a, sa in _summands(e.left, 1) for b, sb in _summands(e.right, 1)]
     return [(e, sign)]
+
+
+def _factors(e: N.Expr) -> list[N.Expr]:
+    if isinstance(e, N.BinOp) and e.op == "*":
+        return _factors(e.left) + _factors(e.right)
+    return [e]
+
+
+def _product(a: N.Expr, b: N.Expr) -> N.Expr:
+    """a * b with the factors of both in text order (multiplication commutes, so spellings meet)."""
+    factors = sorted(_factors(a) + _factors(b), key=unparse_expr)
+    out = factors[0]
+    for f in factors[1:]:
+        out = N.BinOp("*", out, f)
+    return out
 
 
 def uses(expr: N.Expr, name: str) -> bool:

@@ -1,0 +1,1 @@
+"""Integrations of attnpat with other libraries; each module imports its library only when used."""

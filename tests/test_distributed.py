@@ -1,0 +1,203 @@
+"""Context parallelism (attnpat.distributed): spawned gloo processes on the CPU, under the interpreter.
+
+Each process holds one contiguous shard; its output and gradients must equal the same rows of the
+single-process kernel and of the float64 reference, and the bytes it received (counted from the transfer
+buffers) must equal the plan's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import attnpat
+from attnpat.distributed import make_plan
+
+D = 16
+
+
+def _case(name, kw, lengths, *, hq=2, hkv=2, inputs=None, seed=0):
+    return dict(name=name, kw=kw, lengths=lengths, hq=hq, hkv=hkv, inputs=inputs or {}, seed=seed)
+
+
+def _run_case(rank: int, case: dict) -> None:
+    from attnpat import distributed as cp
+    pat = attnpat.load(case["name"], **case["kw"])
+    lengths = case["lengths"]
+    total, B = sum(lengths), 1
+    g = torch.Generator().manual_seed(case["seed"])
+    q = torch.randn(B, case["hq"], total, D, generator=g)
+    k = torch.randn(B, case["hkv"], total, D, generator=g)
+    v = torch.randn(B, case["hkv"], total, D, generator=g)
+    dout = torch.randn(B, case["hq"], total, D, generator=g)
+    inputs = case["inputs"]
+    if case.get("layout") == "zigzag":   # chunks rank and 2P-1-rank of 2P equal chunks
+        c, P = lengths[rank] // 2, len(lengths)
+        rows = torch.cat([torch.arange(rank * c, (rank + 1) * c),
+                          torch.arange((2 * P - 1 - rank) * c, (2 * P - rank) * c)])
+    else:
+        off = sum(lengths[:rank])
+        rows = torch.arange(off, off + lengths[rank])
+    # the float64 reference and the single-process kernel on the whole sequence
+    leaves64 = [t.double().requires_grad_() for t in (q, k, v)]
+    rep = 1 if case["hq"] == case["hkv"] else case["hq"] // case["hkv"]
+    k64, v64 = (t.repeat_interleave(rep, dim=1) for t in leaves64[1:])
+    ref = attnpat.reference_attention(leaves64[0], k64, v64, pat, **inputs)
+    ref.backward(dout.double())
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    one = attnpat.attention(*leaves, pat, **inputs)
+    one.backward(dout)
+    # this rank's shard
+    mine = [t[:, :, rows].clone().requires_grad_() for t in (q, k, v)]
+    cp.TRANSFER_BYTES["forward"] = cp.TRANSFER_BYTES["backward"] = 0
+    out = cp.attention(*mine, pat, layout=case.get("layout", "contiguous"), **inputs)
+    out.backward(dout[:, :, rows])
+    for what, got, single, r64 in (("out", out, one, ref), *(
+            (n, m.grad, l.grad, l64.grad) for n, m, l, l64 in zip("qkv", mine, leaves, leaves64))):
+        torch.testing.assert_close(got, single[:, :, rows], atol=2e-5, rtol=1e-4, msg=f"{what} vs kernel")
+        torch.testing.assert_close(got.double(), r64[:, :, rows], atol=1e-4, rtol=1e-4, msg=f"{what} vs reference")
+    per_row = 2 * B * case["hkv"] * D * 4
+    if "expect_rows" in case:   # rows received, measured: (forward K/V, backward dK/dV)
+        assert cp.TRANSFER_BYTES["forward"] == case["expect_rows"][rank] * per_row
+        assert cp.TRANSFER_BYTES["backward"] == case["expect_back"][rank] * per_row
+    if case.get("layout") == "zigzag":
+        return
+    # measured bytes equal the plan's: K and V rows of fp32, forward and (dK, dV) back
+    cplan = make_plan(pat.compiled, lengths, heads=case["hq"], tables={
+        n: t.view(1, -1).numpy() for n, t in inputs.items()})
+    assert cp.TRANSFER_BYTES["forward"] == cplan.received_rows(rank) * per_row
+    sent = sum(b - a for i in range(len(lengths)) if i != rank for a, b in cplan.fetch[i][rank])
+    assert cp.TRANSFER_BYTES["backward"] == sent * per_row
+    if case.get("one_neighbour"):
+        assert cplan.peers(rank) == ((rank - 1,) if rank else ()), cplan.fetch
+        assert cp.TRANSFER_BYTES["forward"] == (case["window_rows"] * per_row if rank else 0)
+
+
+def _worker(rank: int, world: int, init: str, cases: list) -> None:
+    os.environ["TRITON_INTERPRET"] = "1"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        for case in cases:
+            _run_case(rank, case)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path, world: int, cases: list) -> None:
+    mp.spawn(_worker, args=(world, f"file://{tmp_path / 'init'}", cases), nprocs=world, join=True)
+
+
+def test_world_two(tmp_path):
+    """Sliding window with GQA (one halo from the left neighbour), causal, streaming_llm (two runs from one
+    peer), a document spanning both shards."""
+    doc = torch.tensor([0] * 20 + [1] * 30 + [2] * 14)
+    _spawn(tmp_path, 2, [
+        _case("sliding_window", {"window": 16}, [32, 32], hq=4, hkv=2, seed=1) | {"one_neighbour": True,
+                                                                                     "window_rows": 16},
+        _case("causal", {}, [32, 32], seed=2),
+        # rank 1 reads two runs of rank 0's rows: the sinks' tile and the window's halo, not the rows between
+        _case("streaming_llm", {"sinks": 4, "window": 16}, [64, 64], seed=7) | {"expect_rows": [0, 32],
+                                                                                     "expect_back": [32, 0]},
+        # zigzag: rank 0 holds chunks 0 and 3 (needs 1 and 2 from rank 1), rank 1 chunks 1 and 2 (needs 0)
+        _case("causal", {}, [32, 32], seed=8) | {"layout": "zigzag", "expect_rows": [32, 16],
+                                                 "expect_back": [16, 32]},
+        _case("document", {}, [32, 32], inputs={"doc": doc}, seed=3),
+    ])
+
+
+def test_world_four_uneven(tmp_path):
+    """Four ranks, the last shard shorter: a sliding window needing one neighbour only, documents spanning
+    shards, streaming_llm (sink keys from rank 0 for everyone)."""
+    doc = torch.tensor([0] * 10 + [1] * 50 + [2] * 20 + [3] * 16)
+    _spawn(tmp_path, 4, [
+        _case("sliding_window", {"window": 16}, [32, 32, 32, 16], seed=4) | {"one_neighbour": True,
+                                                                             "window_rows": 16},
+        _case("document", {}, [32, 32, 24, 8], inputs={"doc": doc}, seed=5),
+        _case("streaming_llm", {"sinks": 4, "window": 16}, [32, 32, 32, 16], seed=6),
+        _case("causal", {}, [32] * 4, hq=4, hkv=1, seed=9) | {"layout": "zigzag"},
+    ])
+
+
+def test_plan_sliding_window_halo_only():
+    """The plan alone: a shard at least the window reads only its left neighbour's last window rows."""
+    pat = attnpat.load("sliding_window", window=32)
+    cplan = make_plan(pat.compiled, [64] * 4)
+    for r in range(4):
+        assert cplan.peers(r) == ((r - 1,) if r else ())
+        assert cplan.received_rows(r) == (32 if r else 0)
+
+
+def test_not_initialised_is_a_clear_error():
+    from attnpat.distributed import attention
+    q = torch.randn(1, 1, 16, D)
+    with pytest.raises(attnpat.ArgumentError, match="init_process_group"):
+        attention(q, q, q, "causal")
+
+
+def test_explain_ranks(capsys):
+    """`attnpat explain --ranks`: a window's halo per rank against all-gather, in text and JSON."""
+    import json
+
+    from attnpat.cli import main
+    assert main(["explain", "sliding_window", "--set", "window=64", "--q-len", "512", "--ranks", "4", "--heads", "2",
+                 "--head-dim", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "context parallel over 4 ranks" in out
+    assert main(["explain", "sliding_window", "--set", "window=64", "--q-len", "512", "--ranks", "4", "--heads", "2",
+                 "--head-dim", "16", "--json"]) == 0
+    ranks = json.loads(capsys.readouterr().out)["ranks"]
+    row = 2 * 2 * 16 * 2   # K and V, 2 kv heads, head dim 16, 2-byte elements
+    assert [r["bytes"] for r in ranks] == [0] + [64 * row] * 3
+    assert [r["peers"] for r in ranks] == [[], [0], [1], [2]]
+    assert all(r["all_gather_bytes"] == 384 * row for r in ranks)
+    # causal: contiguous shards' work grows with the rank; zigzag gives every rank the same
+    tiles = {}
+    for layout in ("contiguous", "zigzag"):
+        assert main(["explain", "causal", "--q-len", "256", "--ranks", "4", "--layout", layout, "--json"]) == 0
+        tiles[layout] = [r["tiles"] for r in json.loads(capsys.readouterr().out)["ranks"]]
+    assert tiles["contiguous"] == sorted(tiles["contiguous"]) and tiles["contiguous"][0] < tiles["contiguous"][3]
+    assert len(set(tiles["zigzag"])) == 1 and sum(tiles["zigzag"]) == sum(tiles["contiguous"])
+    assert main(["explain", "causal", "--q-len", "64", "--kv-len", "32", "--ranks", "2"]) == 1
+    assert "--kv-len 32 must equal --q-len" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,kw,inputs", [
+    ("sliding_window", {"window": 24}, {}),                                   # band plan
+    ("document", {}, {"doc": torch.tensor([0] * 30 + [1] * 50 + [2] * 16)}),  # table plan, runtime input
+])
+def test_kv_start(name, kw, inputs):
+    """One process, keys [a, N) passed with kv_start=a (the kernels' KV_START): output, lse and gradients equal
+    float64 attention over those keys under the reference's dense mask (rows with no key there: 0)."""
+    from attnpat.reference import evaluate_dense
+    pat = attnpat.load(name, **kw)
+    N, a = 96, 40
+    g = torch.Generator().manual_seed(11)
+    q, k, v, dout = (torch.randn(1, 2, N, D, generator=g) for _ in range(4))
+    leaves = [q.clone().requires_grad_(), k[:, :, a:].clone().requires_grad_(), v[:, :, a:].clone().requires_grad_()]
+    out, lse = attnpat.attention(*leaves, pat, q_offset=0, kv_start=a, return_lse=True, **inputs)
+    out.backward(dout)
+    allowed = torch.as_tensor(evaluate_dense(pat.checked, N, N, inputs=inputs)).reshape(N, N)[:, a:]
+    l64 = [t.detach().double().requires_grad_() for t in leaves]
+    s = (l64[0] @ l64[1].transpose(-1, -2) / D ** 0.5).masked_fill(~allowed, float("-inf"))
+    lse64 = torch.logsumexp(s, -1)
+    empty = ~allowed.any(-1)[:, None]                  # rows with no key: a softmax over zeros, then zeroed
+    p = torch.softmax(torch.where(empty, 0.0, s), -1) * ~empty
+    ref = p @ l64[2]
+    ref.backward(dout.double())
+    assert torch.isneginf(lse64).any() or name == "document"   # some rows see no key past a: output 0 there
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lse.double(), lse64.detach(), atol=1e-5, rtol=1e-4)
+    for mine, theirs in zip(leaves, l64):
+        torch.testing.assert_close(mine.grad.double(), theirs.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_kv_start_errors():
+    q = torch.randn(1, 1, 16, D)
+    with pytest.raises(attnpat.ArgumentError, match="kv_start"):
+        attnpat.compile("causal")(q, q, q, kv_start=-1)
+    with pytest.raises(attnpat.ArgumentError, match="kv_start"):
+        attnpat.compile("causal")(q, q, q, kv_start=1.5)
