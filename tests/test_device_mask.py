@@ -120,6 +120,17 @@ def test_which_patterns_lower_on_the_device(name, inputs, how):
     assert m.builds == {(8, 8): how, (16, 32): "derived from 8x8"}
 
 
+def _draw_shape(data, specs):
+    """A pattern from `specs` (text, or (library name, params)) and a shape: q_len, kv_len, q_offset, batch."""
+    spec = data.draw(st.sampled_from(specs))
+    p = attnpat.parse(spec) if isinstance(spec, str) else attnpat.load(spec[0], **spec[1])
+    kv_len = data.draw(st.integers(1, 70), label="kv_len")
+    q_len = data.draw(st.integers(1, kv_len), label="q_len")
+    q_offset = data.draw(st.one_of(st.none(), st.integers(0, kv_len - q_len)), label="q_offset")
+    batch = data.draw(st.integers(1, 3), label="batch")
+    return p, q_len, kv_len, q_offset, batch
+
+
 UNSORTED_PATTERNS = [
     ("document", {}), ("document_full", {}),
     "pattern p(c: int = 5):\n    input doc: int[k]\n    mask doc[k] == doc[q] and k >= c and q < 30\n",
@@ -130,12 +141,7 @@ UNSORTED_PATTERNS = [
 @settings(deadline=None, max_examples=40)
 @given(st.data())
 def test_unsorted_ids_lower_on_the_device_exactly(data):
-    spec = data.draw(st.sampled_from(UNSORTED_PATTERNS))
-    p = attnpat.parse(spec) if isinstance(spec, str) else attnpat.load(spec[0], **spec[1])
-    kv_len = data.draw(st.integers(1, 70), label="kv_len")
-    q_len = data.draw(st.integers(1, kv_len), label="q_len")
-    q_offset = data.draw(st.one_of(st.none(), st.integers(0, kv_len - q_len)), label="q_offset")
-    batch = data.draw(st.integers(1, 3), label="batch")
+    p, q_len, kv_len, q_offset, batch = _draw_shape(data, UNSORTED_PATTERNS)
     rows = batch if batch > 1 and data.draw(st.booleans()) else 1
     top = data.draw(st.integers(0, 6))
     ids = torch.tensor(data.draw(st.lists(st.integers(-2, top), min_size=rows * kv_len, max_size=rows * kv_len)))
@@ -203,12 +209,7 @@ def _row_inputs(data, p, q_len: int, kv_len: int, batch: int) -> dict:
 @settings(deadline=None, max_examples=40)
 @given(st.data())
 def test_row_interval_lowering_is_exact_and_equals_the_closed_form(data):
-    spec = data.draw(st.sampled_from(ROW_PATTERNS))
-    p = attnpat.parse(spec) if isinstance(spec, str) else attnpat.load(spec[0], **spec[1])
-    kv_len = data.draw(st.integers(1, 70), label="kv_len")
-    q_len = data.draw(st.integers(1, kv_len), label="q_len")
-    q_offset = data.draw(st.one_of(st.none(), st.integers(0, kv_len - q_len)), label="q_offset")
-    batch = data.draw(st.integers(1, 3), label="batch")
+    p, q_len, kv_len, q_offset, batch = _draw_shape(data, ROW_PATTERNS)
     inputs = _row_inputs(data, p, q_len, kv_len, batch)
     bq, bk = data.draw(st.sampled_from([1, 4, 8, 16])), data.draw(st.sampled_from([1, 4, 8, 16]))
     heads = data.draw(st.integers(1, 2))

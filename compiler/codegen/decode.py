@@ -35,7 +35,7 @@ _FULL_STEP = "if ${full}:\n    ${unmasked}\nelse:\n    ${masked}"
 
 def supported(canonical: Canonical, kplan: KernelPlan) -> bool:
     """Whether the decode kernel can run this pattern: not yet with score terms (their float inputs)."""
-    return not getattr(canonical, "scores", None) and not getattr(kplan, "float_inputs", None)
+    return canonical.scores is None and not kplan.float_inputs
 
 
 def _tile(n_inputs: int, masked: bool) -> str:
