@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from ..errors import ArgumentError
 
-__all__ = ["check_qkv", "SUPPORTED_DTYPES"]
+__all__ = ["check_qkv", "check_scale", "check_kernel_head_dims", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -39,3 +42,22 @@ def check_qkv(q, k, v, *, require_same_dtype: bool = True, dtypes=None):
     if Hkv == 0 or Hq % Hkv != 0:
         raise ArgumentError(f"q's {Hq} heads must be a multiple of k/v's {Hkv} heads (GQA/MQA)")
     return B, Hq, N, D, Hkv, M
+
+
+def check_scale(scale, head_dim: int) -> float:
+    """The softmax scale as a float: 1/sqrt(head_dim) by default; numbers and 0-dim tensors accepted."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, torch.Tensor) and scale.dim() == 0 and scale.dtype != torch.bool:
+        scale = scale.item()
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
+    return float(scale)
+
+
+def check_kernel_head_dims(v, D: int) -> None:
+    """The kernels' head-dim rules: v's head_dim equals q's, and it lies in 16..256."""
+    if v.shape[3] != D:
+        raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
+    if not 16 <= D <= 256:
+        raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,7 @@ from ..errors import ArgumentError
 from . import cache
 from .backend import interpreting, target_name
 from .blockmask import PreparedMask, check_q_offset, prepare
-from .checks import check_qkv
+from .checks import check_kernel_head_dims, check_qkv, check_scale
 from .launch import LOG2E, aot_request as _aot_request, dot_precision, input_args, pow2
 
 __all__ = ["MAX_Q_LEN", "DecodeConfig", "decode_config", "should_decode", "decode_attention", "run", "launch",
@@ -191,10 +190,7 @@ def decode_attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset
                      num_splits=None, **inputs):
     """attnpat.attention for 1 to 16 queries per head through the split-KV decode kernel (inference only)."""
     B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
-    if v.shape[3] != D:
-        raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
-    if not 16 <= D <= 256:
-        raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
+    check_kernel_head_dims(v, D)
     if N > MAX_Q_LEN:
         raise ArgumentError(f"decode_attention takes at most {MAX_Q_LEN} queries per head, got {N}; use "
                             f"attnpat.attention")
@@ -203,12 +199,7 @@ def decode_attention(q, k, v, pattern, *, scale=None, return_lse=False, q_offset
         raise ArgumentError(f"tensors are on {q.device}; the decode kernel runs on a CUDA device (or on the CPU "
                             f"under TRITON_INTERPRET=1)")
     compiled = compiled_of(pattern)
-    if scale is None:
-        scale = 1.0 / math.sqrt(D)
-    elif isinstance(scale, torch.Tensor) and scale.dim() == 0 and not scale.dtype.is_complex:
-        scale = scale.item()
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
+    scale = check_scale(scale, D)
     if block_mask is None:
         mask = prepare(compiled, N, M, batch=B, heads=Hq if compiled.plan.uses_h else None, q_offset=q_offset,
                        device=q.device, inputs=inputs)

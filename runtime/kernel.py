@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import os
 import warnings
 import weakref
@@ -26,7 +25,7 @@ from . import scores as _scores
 from .backend import interpreting, target_name
 from .blockmask import PreparedMask, check_q_offset, prepare
 from .shardmask import ShardMask
-from .checks import check_qkv
+from .checks import check_kernel_head_dims, check_qkv, check_scale
 from .decode import run as decode_run, should_decode
 from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, pow2
 from .op import autocast_inputs, check_transforms, input_grads, register_kernel, register_mask, sdpa_keywords
@@ -266,17 +265,6 @@ class Kernel:
         return f"Kernel({self.compiled.name}({params}), plan={self.plan.mode}, key={self.key})"
 
 
-def _check_scale(scale, head_dim: int) -> float:
-    """The softmax scale as a float: 1/sqrt(head_dim) by default; numbers and 0-dim tensors accepted."""
-    if scale is None:
-        return 1.0 / math.sqrt(head_dim)
-    if isinstance(scale, torch.Tensor) and scale.dim() == 0 and scale.dtype != torch.bool:
-        scale = scale.item()
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ArgumentError(f"'scale' must be a finite number, got {scale!r}")
-    return float(scale)
-
-
 def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=None, block_mask=None, kv_start=0,
            **inputs):
     """A kernel call (Kernel.__call__, attention) given `kernel`, its Kernel.info (constants only): checks, the autocast
@@ -287,17 +275,14 @@ def launch(kernel: tuple, q, k, v, *, scale=None, return_lse=False, q_offset=Non
     inputs = sdpa_keywords(kernel, inputs)
     q, k, v = autocast_inputs(q, k, v)
     B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=_DTYPES)
-    if v.shape[3] != D:
-        raise ArgumentError(f"'v' head_dim {v.shape[3]} must equal q's head_dim {D}")
-    if not 16 <= D <= 256:
-        raise ArgumentError(f"head_dim must be between 16 and 256, got {D}")
+    check_kernel_head_dims(v, D)
     if q.device.type not in ("cuda", "cpu"):
         raise ArgumentError(f"tensors must be on a CUDA device or the CPU, got {q.device}")
     q_offset = check_q_offset(q_offset)
     if isinstance(kv_start, bool) or not hasattr(kv_start, "__index__") or kv_start.__index__() < 0:
         raise ArgumentError(f"'kv_start' (the absolute position of key row 0) must be an int >= 0, got {kv_start!r}")
     kv_start = int(kv_start.__index__())
-    scale = _check_scale(scale, D)
+    scale = check_scale(scale, D)
     handle = None
     if block_mask is not None:
         if not isinstance(block_mask, PreparedMask):

@@ -82,7 +82,7 @@ def attention(q, k, v, pattern, *, group=None, layout: str = "contiguous", scale
         raise ArgumentError("attnpat.distributed.attention needs torch.distributed initialised "
                             "(torch.distributed.init_process_group)")
     from ..runtime.checks import check_qkv
-    from ..runtime.kernel import _check_scale
+    from ..runtime.checks import check_scale
     B, Hq, N, D, Hkv, M = check_qkv(q, k, v, dtypes=(torch.float16, torch.bfloat16, torch.float32))
     if M != N:
         raise ArgumentError(f"q and k must hold the same rows of the sequence: q has {N} rows, k {M}")
@@ -97,7 +97,7 @@ def attention(q, k, v, pattern, *, group=None, layout: str = "contiguous", scale
     kernel = _kernel(pattern)
     kernel._check_backend(q.device)   # CUDA tensors, or the interpreter announced once
     cplan, whole = plan_for(pattern, chunks.lengths, heads=Hq, batch=B, device=q.device, **inputs)
-    info = (kernel, cplan, chunks, whole, group, rank, _check_scale(scale, D))
+    info = (kernel, cplan, chunks, whole, group, rank, check_scale(scale, D))
     return _ContextAttention.apply(q, k, v, info)
 
 
