@@ -121,3 +121,30 @@ def test_attention_benchmark_relative_disagreement():
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5])
     assert bench.disagreement((b,), (b,)) == 0.0
     assert abs(bench.disagreement((a,), (b,)) - 0.5 / 2.5) < 1e-12
+
+
+# -- benchmarks/context_parallel.py: two gloo processes, small ------------------------------------------
+
+CONTEXT_PARALLEL = ROOT / "benchmarks" / "context_parallel.py"
+
+
+def test_context_parallel_benchmark_small():
+    """Two ranks, 128 tokens, streaming_llm: the forward and backward bytes each rank received equal the
+    plan's exact rows (the sinks and the window's halo, not the rows between), and the output and gradients
+    agree with the all-gather baseline's (the script exits 1 otherwise)."""
+    import attnpat
+    from attnpat.distributed.plan import make_plan
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(CONTEXT_PARALLEL), "--ranks", "2", "--length", "128", "--heads", "1",
+                           "--patterns", "streaming_llm"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr[-4000:]}"
+    rows = [line.split() for line in out.splitlines() if line.startswith("streaming_llm ")]
+    assert [r[1:3] for r in rows] == [["2", "0"], ["2", "1"]], out
+    plan = make_plan(attnpat.load("streaming_llm", sinks=4, window=28).compiled, [64, 64])
+    assert plan.fetch[1][0] == ((0, 4), (37, 64))
+    row = 2 * 16 * 4    # K and V (dK and dV), one head of 16 fp32 values
+    got = {int(r[2]): (int(r[3].replace(",", "")), int(r[4].replace(",", ""))) for r in rows}
+    assert got == {0: (0, 31 * row), 1: (31 * row, 0)}, out
+    assert all(int(r[5].replace(",", "")) == 64 * row for r in rows), out

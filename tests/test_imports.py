@@ -177,3 +177,11 @@ def test_png_and_verify_import_their_optional_dependencies_lazily():
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
                for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
         assert not top & {"matplotlib", "hypothesis"}, name
+
+
+def test_every_package_is_listed_for_the_wheel():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"] if tomllib else None
+    if config is None:
+        pytest.skip("needs tomllib (Python 3.11+)")
+    found = {name for name, path in package_modules().items() if path.name == "__init__.py"}
+    assert found == set(config["packages"]), "pyproject.toml [tool.setuptools] packages must list every package"

@@ -26,8 +26,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", type=positive, metavar="P",
                    help="also plan context parallelism over P ranks (contiguous shards of q_len; needs kv_len = "
                         "q_len): per-rank work and the bytes each receives, against all-gather and ring")
-    p.add_argument("--layout", choices=("contiguous", "zigzag"), default="contiguous",
-                   help="--ranks' layout: contiguous shards, or zigzag (rank r holds chunks r and 2P-1-r of 2P)")
+    p.add_argument("--layout", choices=("contiguous", "zigzag", "auto"), default="contiguous",
+                   help="--ranks' layout: contiguous shards, zigzag (rank r holds chunks r and 2P-1-r of 2P), or "
+                        "auto (both, and the one attnpat.distributed would choose, with why)")
     p.add_argument("--kv-heads", type=positive, metavar="HKV", help="kv heads for --ranks' bytes (default: heads)")
     p.add_argument("--bytes-per-element", type=positive, default=2, metavar="E",
                    help="element size for --ranks' bytes (default 2: fp16 / bf16)")
@@ -56,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     ranks = _ranks(args, pattern, q_len, kv_len, batch, inputs) if args.ranks else None
     if args.json:
-        print(json.dumps({**a.to_dict(), **({"ranks": ranks[0]} if ranks else {})}, indent=2))
+        print(json.dumps({**a.to_dict(), **(ranks[0] if ranks else {})}, indent=2))
         return 0
     print(a.report())
     if ranks:
@@ -68,19 +69,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ranks(args, pattern, q_len: int, kv_len: int, batch: int, inputs: dict):
-    """(per-rank rows, report text) of the context-parallel plan over --ranks shards."""
-    from ..distributed.plan import layout_chunks, make_plan, rank_rows, report
+    """(JSON fields, report text) of the context-parallel plan over --ranks shards: "ranks" (per-rank rows of
+    the layout used) and "layout"; with --layout auto also "layout_reason" and "ranks_by_layout"."""
+    from ..distributed.plan import even_lengths, layout_chunks, layout_choice, make_plan, rank_rows, report
     if kv_len != q_len:
         raise InputError(f"--ranks shards one sequence (self-attention): --kv-len {kv_len} must equal --q-len")
     P = args.ranks
+    tables = {n: t.numpy() for n, t in inputs.items()}
+    row_bytes = 2 * batch * (args.kv_heads or args.heads) * args.head_dim * args.bytes_per_element
+    if args.layout == "auto":
+        chosen, why, plans = layout_choice(pattern.compiled, q_len, P, heads=args.heads, batch=batch, tables=tables)
+        by_layout = {name: rank_rows(cplan, row_bytes, chunks) for name, (cplan, chunks) in plans.items()}
+        texts = [report(cplan, row_bytes, chunks, name) for name, (cplan, chunks) in plans.items()]
+        fields = {"ranks": by_layout[chosen], "layout": chosen, "layout_reason": why, "ranks_by_layout": by_layout}
+        return fields, "\n".join(texts + [f"layout auto: {chosen}, because {why}"])
     if args.layout == "zigzag" and q_len % (2 * P):
         raise InputError(f"--layout zigzag cuts --q-len {q_len} into {2 * P} equal chunks: make it a multiple")
-    size = -(-q_len // P)
-    chunks = layout_chunks(args.layout, [max(0, min(size, q_len - r * size)) for r in range(P)])
-    tables = {n: t.numpy() for n, t in inputs.items()}
+    chunks = layout_chunks(args.layout, even_lengths(q_len, P))
     cplan = make_plan(pattern.compiled, chunks.lengths, heads=args.heads, batch=batch, tables=tables)
-    row_bytes = 2 * batch * (args.kv_heads or args.heads) * args.head_dim * args.bytes_per_element
-    return rank_rows(cplan, row_bytes, chunks), report(cplan, row_bytes, chunks, args.layout)
+    fields = {"ranks": rank_rows(cplan, row_bytes, chunks), "layout": args.layout}
+    return fields, report(cplan, row_bytes, chunks, args.layout)
 
 
 COMMAND = Command("explain", "what a pattern costs and sees at one shape: density, tiles, FLOPs, look-back, "
