@@ -26,7 +26,7 @@ from ..compiler import pipeline
 from ..compiler.codegen import signature
 from . import cache
 from .backend import interpreting, target_name
-from .launch import LOG2E, aot_request, device_arch, dot_precision, input_args, pow2
+from .launch import LOG2E, aot_request, device_arch, dot_precision, input_args, nonfinite_rows, pow2
 from .scores import grad_buffers as score_grad_buffers, grad_sums as score_grad_sums, kernel_args as score_args
 
 __all__ = ["BwdConfig", "TileConfig", "default_bwd_config", "override_bwd_config", "attention_with_grad",
@@ -84,8 +84,8 @@ def default_bwd_config(head_dim: int, dtype: torch.dtype, arch: int | None = Non
         # one target, head dim or pattern spills a few registers on another with as few as 64 in use. Each entry
         # is the largest tile that compiled spill-free for every library kernel on its target at the power-of-two
         # head dim and at a padded one (docs/backward.md).
-        if head_dim <= 64:
-            return BwdConfig(TileConfig(32, 32, 8, 2) if hopper else TileConfig(64, 16, 8, 2), TileConfig(64, 32, 8, 1))
+        if head_dim <= 64:   # 2 stages spilled 40-56 bytes on sm_90a with the masked-pair select (issue 11)
+            return BwdConfig(TileConfig(32, 32, 8, 1) if hopper else TileConfig(64, 16, 8, 2), TileConfig(64, 32, 8, 1))
         if head_dim <= 128:
             return BwdConfig(TileConfig(32, 16, 4, 1) if hopper else TileConfig(64, 16, 8, 2),
                              TileConfig(32, 32, 8, 2) if hopper else TileConfig(64, 32, 8, 1))
@@ -151,12 +151,15 @@ def attention_backward(kernel, q, k, v, out, lse, dout, *, scale: float, mask, n
             bias_grads.update(score_grad_sums(kernel.plan, {}, B, Hq, device))
         return (dq if needs[0] else None), (dk if needs[1] else None), (dv if needs[2] else None)
     do = dout.to(q.dtype).contiguous()
-    delta = (do.float() * out.float()).sum(-1).contiguous()                      # [B, Hq, N]
+    # delta = rowsum(dO * O) [B, Hq, N], with dO = 0 taken as exact: a row the loss ignores adds 0 even where
+    # its output is NaN (it attends a key whose v row is not finite), so padding stays exact; a row the loss
+    # reads with a non-finite output gets a non-finite delta and gradients, as in the reference (docs/backward.md)
+    delta = torch.where(do == 0, 0.0, do.float() * out.float()).sum(-1).contiguous()
     lse2 = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse * LOG2E).contiguous()
     cfg = kernel.bwd_config(D, q.dtype, device_arch(device))
     module = bwd_module(kernel, device)
     parts: dict = {}
-    common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta,
+    common = dict(Q=q, K=k, V=v, DO=do, Lse=lse2, Delta=delta, VBad=nonfinite_rows(v),
                   **input_args(kernel.plan.inputs, mask.kernel_inputs(), device),
                   **score_args(kernel.plan, floats, device),   # float[h] inputs of score terms (runtime/scores.py)
                   H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start, KV_START=mask.kv_start,

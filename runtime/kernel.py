@@ -27,7 +27,8 @@ from .blockmask import PreparedMask, check_q_offset, prepare
 from .shardmask import ShardMask
 from .checks import check_kernel_head_dims, check_qkv, check_scale
 from .decode import run as decode_run, should_decode
-from .launch import LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, pow2
+from .launch import (LOG2E, aot_request as _aot_request, device_arch, dot_precision, input_args, nonfinite_rows,
+                     pow2)
 from .op import autocast_inputs, check_transforms, input_grads, register_kernel, register_mask, sdpa_keywords
 
 __all__ = ["Kernel", "compile", "attention", "prepared_mask", "KernelConfig", "default_config"]
@@ -67,17 +68,18 @@ def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     if dtype == torch.float32:
         # IEEE fp32 products on CUDA cores. With 4 warps every fp32 tile spilled (up to ~9 KB of stack), and ptxas
         # is erratic here: these are the largest tiles that compiled spill-free for every library kernel on sm_80
-        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md).
+        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md); the entries changed for
+        # issue 11's non-finite-v flag were re-checked on sliding_window, document and per_head only.
         if head_dim <= 64:
-            return KernelConfig(32, 32, 8, 2)
+            return KernelConfig(32, 16, 8, 2)   # 32 x 32 spilled 8 bytes once PARTIAL tiles flag non-finite v
         if head_dim <= 128:
-            return KernelConfig(16, 16, 8, 2)
-        return KernelConfig(32, 16, 8, 2)
+            return KernelConfig(16, 16, 8, 1)   # 2 stages spilled 8 bytes since then on sm_90a
+        return KernelConfig(16, 32, 8, 2)   # 32 x 16 spilled 8-40 bytes since then (sliding_window)
     if head_dim <= 64:
         return KernelConfig(128, 64, 8, 3)
     if head_dim <= 128:
         return KernelConfig(128, 64, 8, 2)
-    return KernelConfig(64, 32, 8, 2)   # 4 warps spilled at head dim 256
+    return KernelConfig(64, 16, 8, 2)   # 4 warps spilled at head dim 256, and 64 x 32 since the non-finite-v flag
 
 
 class Kernel:
@@ -250,7 +252,8 @@ class Kernel:
         cfg = self.config(D, q.dtype)
         tables = mask.tables(cfg.block_m, cfg.block_n, B, Hq)
         args = signature.forward(self.plan).bind(
-            Q=q, K=k, V=v, Out=out, Lse=lse, **tables, **input_args(self.plan.inputs, mask.kernel_inputs(), device),
+            Q=q, K=k, V=v, Out=out, Lse=lse, VBad=nonfinite_rows(v), **tables,
+            **input_args(self.plan.inputs, mask.kernel_inputs(), device),
             **_scores.kernel_args(self.plan, floats, device),
             H=Hq, GROUP=Hq // Hkv, Q_LEN=N, KV_LEN=M, Q_START=mask.q_start, KV_START=mask.kv_start,
             IN_LEN=mask.in_len,

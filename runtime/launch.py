@@ -8,7 +8,7 @@ import torch
 
 from ..compiler.codegen.signature import Signature, input_names
 
-__all__ = ["LOG2E", "pow2", "dot_precision", "input_args", "aot_request", "device_arch"]
+__all__ = ["LOG2E", "pow2", "dot_precision", "input_args", "nonfinite_rows", "aot_request", "device_arch"]
 
 LOG2E = 1.4426950408889634
 
@@ -44,6 +44,13 @@ def input_args(inputs: tuple[tuple[str, str], ...], tensors: dict, device) -> di
         ptr, stride = input_names(i)
         args[ptr], args[stride] = t, 0 if t.shape[0] == 1 else t.stride(0)
     return args
+
+
+def nonfinite_rows(v: torch.Tensor) -> torch.Tensor:
+    """VBad: int8 [B, Hkv, M], 1 where key row j of v holds a NaN or an inf. One pass over v (its row minimum
+    and maximum, no copy of v); O(M x D), small next to the attention that reads v once per query block."""
+    lo, hi = torch.aminmax(v, dim=-1)
+    return (~(torch.isfinite(lo) & torch.isfinite(hi))).to(torch.int8)
 
 
 def aot_request(sig: Signature, path: str, *, target: str, dtype: torch.dtype, head_dim: int, tile,

@@ -23,7 +23,7 @@ class Param:
     Attributes:
         name: the parameter's name in the kernel.
         kind: 'pointer', 'int', 'float' or 'constexpr'.
-        element: a pointer's element type: 'DT' (the attention dtype), 'fp32' or 'i32'.
+        element: a pointer's element type: 'DT' (the attention dtype), 'fp32', 'i32' or 'i8'.
         tensor, dim: a stride parameter's tensor parameter and dimension (the launcher reads it there).
         unit: a head-dim stride, 1 for contiguous tensors (ahead-of-time compiles make it a constant).
         divisible: a stride that is a multiple of 16 for contiguous tensors (as Triton's JIT specialises).
@@ -82,7 +82,7 @@ class Signature:
         return out
 
     def pointers(self) -> dict[str, str]:
-        """Pointer parameters and their element types ('DT', 'fp32', 'i32')."""
+        """Pointer parameters and their element types ('DT', 'fp32', 'i32', 'i8')."""
         return {p.name: p.element for p in self.params if p.kind == "pointer"}
 
     def floats(self) -> list[str]:
@@ -112,6 +112,14 @@ def _tensors(*specs: tuple[str, str, str]) -> tuple[tuple[Param, ...], ...]:
             groups.append(tuple(Param(f"stride_{prefix}{axis}", "int", tensor=name, dim=d, unit=axis == "d",
                                       divisible=axis != "d") for d, axis in enumerate("bh" + rows + "d")))
     return tuple(groups)
+
+
+def _vbad() -> tuple[tuple[Param, ...], ...]:
+    """VBad, int8 [B, Hkv, kv_len] from the launcher: 1 where a key's v row holds a NaN or an inf (the kernels
+    read such a row as 0 where it could reach a row it is masked for; docs/kernels.md, "Non-finite values").
+    Its key stride is 1; its other strides need not be multiples of 16 (they are kv_len and Hkv x kv_len)."""
+    return ((Param("VBad", "pointer", "i8"), Param("stride_vbadb", "int", tensor="VBad", dim=0),
+             Param("stride_vbadh", "int", tensor="VBad", dim=1)),)
 
 
 def _tables(kplan: KernelPlan, count: str) -> tuple[tuple[Param, ...], ...]:
@@ -155,7 +163,7 @@ def forward(kplan: KernelPlan) -> Signature:
     """attn_fwd: one program per (query block, batch x head)."""
     return Signature("attn_fwd", (
         *_tensors(("Q", "q", "DT"), ("K", "k", "DT"), ("V", "v", "DT"), ("Out", "o", "DT"), ("Lse", "", "fp32")),
-        *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
+        *_vbad(), *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
         _scalars("H GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale"),
         _constants("HEAD_DIM HEAD_DIM_P BLOCK_M BLOCK_N EVEN_N WRITE_LSE DOT_PRECISION")))
 
@@ -168,7 +176,7 @@ _BWD_CONSTANTS = "HEAD_DIM HEAD_DIM_P BLOCK_M BLOCK_N EVEN_N DOT_PRECISION"
 def dkdv(kplan: KernelPlan) -> Signature:
     """attn_bwd_dkdv: one program per (key block, batch x kv head)."""
     return Signature("attn_bwd_dkdv", (
-        *_tensors(*_BWD_TENSORS, ("DK", "dk", "DT"), ("DV", "dv", "DT")),
+        *_tensors(*_BWD_TENSORS, ("DK", "dk", "DT"), ("DV", "dv", "DT")), *_vbad(),
         *_tables(kplan, "NUM_KB"), *_inputs(kplan), *_float_inputs(kplan),
         _scalars("H HKV GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
 
@@ -176,7 +184,7 @@ def dkdv(kplan: KernelPlan) -> Signature:
 def dq(kplan: KernelPlan) -> Signature:
     """attn_bwd_dq: one program per (query block, batch x query head)."""
     return Signature("attn_bwd_dq", (
-        *_tensors(*_BWD_TENSORS, ("DQ", "dq", "DT")),
+        *_tensors(*_BWD_TENSORS, ("DQ", "dq", "DT")), *_vbad(),
         *_tables(kplan, "NUM_QB"), *_inputs(kplan), *_float_inputs(kplan),
         *((tuple(Param(n, "pointer", "fp32") for n in bias_grad_names(kplan)),) if kplan.bias_inputs else ()),
         _scalars("H GROUP Q_LEN KV_LEN Q_START KV_START IN_LEN", "qk_scale sm_scale"), _constants(_BWD_CONSTANTS)))
