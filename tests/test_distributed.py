@@ -110,7 +110,8 @@ pattern sink_stream():
 
 def _check_prepared_layers(rank: int, case: dict) -> None:
     """Three layers and one backward on one ContextMask: one plan and one table build for all of them; the
-    same outputs and gradients as three calls without it (which build one plan each)."""
+    same outputs and gradients as three calls without it (which build one plan each); a second backward
+    with retain_graph."""
     from attnpat import distributed as cp
     from attnpat.runtime.blockmask import BUILD_COUNTS
     pat, doc = attnpat.load("document"), case["doc"]
@@ -134,6 +135,14 @@ def _check_prepared_layers(rank: int, case: dict) -> None:
     for got, want in zip(prepared, run(layout=cm.layout, doc=doc)):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     assert cp.BUILDS["plans"] - plans == 4   # without a prepared mask: one plan per call
+    # retain_graph: a second backward of the same graph reads the same held K/V rows and doubles the grads
+    qkv = [t[:, :, rows].clone().requires_grad_() for t in layers[0]]
+    out = cp.attention(*qkv, pat, block_mask=cm)
+    out.backward(dout[:, :, rows], retain_graph=True)
+    once = [t.grad.clone() for t in qkv]
+    out.backward(dout[:, :, rows])
+    for t, g in zip(qkv, once):
+        torch.testing.assert_close(t.grad, 2 * g)
 
 
 def _check_mask_errors(rank: int, case: dict) -> None:
