@@ -68,13 +68,13 @@ def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     if dtype == torch.float32:
         # IEEE fp32 products on CUDA cores. With 4 warps every fp32 tile spilled (up to ~9 KB of stack), and ptxas
         # is erratic here: these are the largest tiles that compiled spill-free for every library kernel on sm_80
-        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md); the entries changed for
-        # issue 11's non-finite-v flag were re-checked on sliding_window, document and per_head only.
+        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md). Since PARTIAL tiles flag
+        # non-finite v rows (issue 11), 2 stages spilled 8-40 bytes for some library kernels at every head dim.
         if head_dim <= 64:
-            return KernelConfig(32, 16, 8, 2)   # 32 x 32 spilled 8 bytes once PARTIAL tiles flag non-finite v
+            return KernelConfig(32, 16, 8, 1)
         if head_dim <= 128:
-            return KernelConfig(16, 16, 8, 1)   # 2 stages spilled 8 bytes since then on sm_90a
-        return KernelConfig(16, 32, 8, 2)   # 32 x 16 spilled 8-40 bytes since then (sliding_window)
+            return KernelConfig(16, 16, 8, 1)
+        return KernelConfig(16, 32, 8, 1)
     if head_dim <= 64:
         return KernelConfig(128, 64, 8, 3)
     if head_dim <= 128:
