@@ -68,8 +68,9 @@ def default_config(head_dim: int, dtype: torch.dtype) -> KernelConfig:
     if dtype == torch.float32:
         # IEEE fp32 products on CUDA cores. With 4 warps every fp32 tile spilled (up to ~9 KB of stack), and ptxas
         # is erratic here: these are the largest tiles that compiled spill-free for every library kernel on sm_80
-        # and sm_90a at the power-of-two head dim and at a padded one (docs/kernels.md). Since PARTIAL tiles flag
-        # non-finite v rows (issue 11), 2 stages spilled 8-40 bytes for some library kernels at every head dim.
+        # and sm_90a at the power-of-two head dims; since PARTIAL tiles flag non-finite v rows (issue 11), 2 stages
+        # spilled 8-40 bytes for some library kernels, and a few still spill 8-16 bytes at the padded head dims
+        # 48, 96 and 192 (docs/kernels.md lists them).
         if head_dim <= 64:
             return KernelConfig(32, 16, 8, 1)
         if head_dim <= 128:
@@ -352,13 +353,18 @@ def _info_of(pattern) -> tuple:
     """Kernel.info of a Pattern's or spec's cached Kernel. Under torch.compile this runs once, while Dynamo
     traces, and its result is a constant of the graph (guarded on the pattern): Dynamo never traces the
     compiler, sympy or the caches."""
+    return kernel_of(pattern).info
+
+
+def kernel_of(pattern) -> Kernel:
+    """The cached Kernel of a Pattern (while it lives) or of a FILE_OR_NAME[:PATTERN] string."""
     if isinstance(pattern, str):
-        return _spec_kernel(pattern).info
+        return _spec_kernel(pattern)
     _check_pattern(pattern)
     kernel = _compiled.get(pattern)
     if kernel is None:
         kernel = _compiled[pattern] = Kernel(pattern.compiled)   # holds no reference to its key
-    return kernel.info
+    return kernel
 
 
 def prepared_mask(pattern, q_len, kv_len, *, batch=None, heads=None, q_offset=None, device=None, **inputs):

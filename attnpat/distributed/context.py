@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ArgumentError
-from .core import kernel_of
+from ..runtime.kernel import kernel_of
 from .mask import LAYOUTS, ContextMask, block_mask
 
 __all__ = ["attention", "check_call"]

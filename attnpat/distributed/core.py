@@ -5,29 +5,15 @@ docstring describes them)."""
 from __future__ import annotations
 
 import dataclasses
-import weakref
 
 import torch
 import torch.distributed as dist
 
 from .plan import TRANSFER_BYTES
 
-__all__ = ["forward", "backward", "kernel_of", "sinkless"]
+__all__ = ["forward", "backward", "sinkless"]
 
-_kernels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Pattern -> Kernel
 _sinkless: dict = {}                                                  # canonical key -> Kernel without the sink
-
-
-def kernel_of(pattern):
-    """The Kernel of a Pattern or a FILE_OR_NAME[:PATTERN] string (cached)."""
-    from ..runtime.kernel import Kernel, _check_pattern, _spec_kernel
-    if isinstance(pattern, str):
-        return _spec_kernel(pattern)
-    _check_pattern(pattern)
-    found = _kernels.get(pattern)
-    if found is None:
-        found = _kernels[pattern] = Kernel(pattern.compiled)
-    return found
 
 
 def sinkless(kernel):

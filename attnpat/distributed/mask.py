@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ..errors import ArgumentError
 from ..runtime.shardmask import ShardMask
-from .core import kernel_of
+from ..runtime.kernel import kernel_of
 from .plan import Chunks, even_lengths, layout_chunks, layout_choice, make_plan, transfers
 
 __all__ = ["ContextMask", "block_mask", "split_lengths", "BUILDS", "LAYOUTS"]
